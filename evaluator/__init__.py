@@ -1,0 +1,42 @@
+"""The judge: run a candidate Triton `ModelNew` against a KernelBench `Model`, safely.
+
+Imports nothing of `refine` or `server`, so an RL trainer can use it alone.
+"""
+
+from evaluator.api import Evaluator, evaluate, evaluate_async
+from evaluator.config import EvalConfig, Problem, resolve_device
+from evaluator.result import (
+    EVALUATOR_VERSION,
+    ErrorInfo,
+    EvalResult,
+    Hack,
+    HackKind,
+    KernelRow,
+    Profile,
+    Status,
+    TimingStats,
+)
+from evaluator.reward import RewardConfig, compute_score, extract_code, keep_probability, reward
+
+__all__ = [
+    "EVALUATOR_VERSION",
+    "ErrorInfo",
+    "EvalConfig",
+    "EvalResult",
+    "Evaluator",
+    "Hack",
+    "HackKind",
+    "KernelRow",
+    "Problem",
+    "Profile",
+    "RewardConfig",
+    "Status",
+    "TimingStats",
+    "compute_score",
+    "evaluate",
+    "evaluate_async",
+    "extract_code",
+    "keep_probability",
+    "resolve_device",
+    "reward",
+]

@@ -1,0 +1,78 @@
+"""Evaluation settings: KernelGYM's defaults (what Dr.Kernel was trained against), all overridable."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Device = Literal["cpu", "cuda", "auto"]
+DISTRIBUTIONS = ("native", "normal", "uniform")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    device: Device = "auto"
+    correct_trials: int = 5
+    """Trials on fresh random inputs; all must pass."""
+    perf_trials: int = 100
+    warmup: int = 3
+    atol: float = 1e-2
+    rtol: float = 1e-2
+    seed: int = 42
+    distributions: tuple[str, ...] = DISTRIBUTIONS
+    """Input distribution per trial, cycled: the problem's own `get_inputs`, then redrawn
+    from a normal and a uniform distribution, so constant or identity outputs cannot pass."""
+    check_hacks: bool = True
+    profile: bool = True
+    l2_flush: bool = True
+    rerun_speedup_above: float = 3.0
+    """A speedup above this is measured again and the second measurement is kept."""
+    timeout_s: float = 120.0
+    """Wall-clock limit for one child process (reference or candidate)."""
+    memory_mb: int = 8192
+    """Address-space allowance for one child beyond what the pre-imported worker already maps."""
+    max_processes: int = 512
+    max_output_bytes: int = 1 << 20
+    """Captured stdout and stderr of a child; writes beyond this are cut."""
+    max_source_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device must be cpu, cuda or auto, not {self.device!r}")
+        for name in ("correct_trials", "perf_trials", "max_processes", "memory_mb"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.atol < 0 or self.rtol < 0:
+            raise ValueError("atol and rtol must be >= 0")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+        unknown = set(self.distributions) - set(DISTRIBUTIONS)
+        if not self.distributions or unknown:
+            raise ValueError(f"distributions must be a non-empty subset of {DISTRIBUTIONS}")
+
+    def replace(self, **changes: Any) -> EvalConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["distributions"] = list(self.distributions)
+        return data
+
+
+def resolve_device(device: Device) -> Literal["cpu", "cuda"]:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A KernelBench-format reference: defines `Model`, `get_inputs`, `get_init_inputs`."""
+
+    reference: str
+    name: str = "problem"
