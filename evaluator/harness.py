@@ -1,0 +1,389 @@
+"""What runs inside a child: load the sources, run forwards under watch, send raw observations.
+
+The child never judges: it reports outputs and what it saw, and the worker decides.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+from evaluator import monitor, timing
+from evaluator.sandbox import Channel
+from evaluator.wire import pack
+
+_equal = torch.equal
+_Tensor = torch.Tensor
+_no_grad = torch.no_grad
+
+
+class Failure(Exception):
+    """The candidate (or reference) could not be loaded or run; carries the verdict's error."""
+
+    def __init__(self, status: str, exc: BaseException, path: str) -> None:
+        super().__init__(str(exc))
+        self.status = status
+        self.error = describe(exc, path)
+
+
+def describe(exc: BaseException, path: str) -> dict[str, str]:
+    """Error type, message and a traceback cut down to the given source's own frames."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if f.filename == path]
+    if frames and (not own or own[-1] is not frames[-1]):
+        own.append(frames[-1])
+    text = "".join(traceback.format_list(own)) + "".join(traceback.format_exception_only(exc))
+    return {"type": type(exc).__name__, "message": str(exc)[:2000], "traceback": text[-4000:]}
+
+
+def warm_up(device: str) -> None:
+    """Pay one-off import costs in the worker, before it forks any child.
+
+    Nothing here may touch CUDA: a forked child cannot use a CUDA context of its parent.
+    """
+    set_seed(0)  # torch swaps some functions on first use; do it before any snapshot
+    with traced(poison=True):  # the first dispatch mode imports torch._dynamo (~1.5 s)
+        x = torch.zeros(4)
+    if device == "cpu":
+        _warm_kernel[(1,)](x, 4, BLOCK=4)
+
+
+@triton.jit
+def _warm_kernel(x_ptr, n, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+    offs = tl.arange(0, BLOCK)
+    tl.store(x_ptr + offs, tl.load(x_ptr + offs, mask=offs < n) + 1, mask=offs < n)
+
+
+def set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def trial_seeds(seed: int, n: int) -> list[int]:
+    set_seed(seed)
+    return [int(s) for s in torch.randint(0, 2**31 - 1, (n,))]
+
+
+def load_module(path: str, name: str, status: str = "compile_error") -> ModuleType:
+    try:
+        with open(path, encoding="utf-8") as f:
+            compile(f.read(), path, "exec")
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # Triton's JIT looks kernels' globals up through the module
+        spec.loader.exec_module(module)
+        return module
+    except BaseException as exc:
+        raise Failure(status, exc, path) from exc
+
+
+def require(module: ModuleType, names: tuple[str, ...], path: str) -> None:
+    missing = [n for n in names if not hasattr(module, n)]
+    if missing:
+        exc = AttributeError(f"source does not define {', '.join(missing)}")
+        raise Failure("compile_error", exc, path)
+
+
+def device_of(job: dict[str, Any]) -> torch.device:
+    return torch.device("cuda" if job["device"] == "cuda" else "cpu")
+
+
+def init_inputs(ref: ModuleType, seed: int) -> tuple[list[Any], dict[str, Any]]:
+    set_seed(seed)
+    init = list(ref.get_init_inputs())
+    if len(init) == 2 and init[0] == [] and isinstance(init[1], dict):
+        return [], init[1]  # KernelBench's [[], {kwargs}] form
+    return init, {}
+
+
+def build(cls: type, ref: ModuleType, seed: int, device: torch.device) -> torch.nn.Module:
+    args, kwargs = init_inputs(ref, seed)
+    set_seed(seed)
+    with _no_grad():
+        model = cls(*args, **kwargs)
+    return model.to(device)
+
+
+def make_inputs(ref: ModuleType, seed: int, dist: str, device: torch.device) -> list[Any]:
+    set_seed(seed)
+    inputs = list(ref.get_inputs())
+    if dist != "native":
+        set_seed(seed + 1)
+        inputs = [_redraw(x, dist) for x in inputs]
+    return [_place(x, device) for x in inputs]
+
+
+def _redraw(x: Any, dist: str) -> Any:
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+        return x
+    return torch.randn_like(x) if dist == "normal" else torch.rand_like(x)
+
+
+def _place(x: Any, device: torch.device) -> Any:
+    if not isinstance(x, torch.Tensor):
+        return x
+    if device.type == "cpu" and x.dtype == torch.bfloat16:
+        x = x.float()  # the interpreter computes bf16 wrongly; both sides run in fp32
+    return x.to(device)
+
+
+def flatten(out: Any) -> list[Any]:
+    if isinstance(out, (tuple, list)):
+        return [y for item in out for y in flatten(item)]
+    return [out]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@contextmanager
+def traced(poison: bool = False) -> Iterator[monitor.OpTracer]:
+    tracer = monitor.OpTracer(poison=poison)
+    with tracer:
+        yield tracer
+
+
+def tensors_only(values: list[Any], path: str) -> list[torch.Tensor]:
+    for v in values:
+        if not isinstance(v, torch.Tensor):
+            raise Failure("runtime_error", TypeError(f"forward returned {type(v).__name__}, "
+                                                     "expected a torch.Tensor"), path)
+    return values
+
+
+# ---------------------------------------------------------------- reference child
+
+
+def reference_main(chan: Channel, job: dict[str, Any]) -> None:
+    device = device_of(job)
+    try:
+        header, tensors = run_reference(job, device)
+    except Failure as failure:
+        chan.send(pack({"ok": False, "status": failure.status, "error": failure.error}))
+        return
+    chan.send(pack(header, tensors))
+
+
+def run_reference(job: dict[str, Any], device: torch.device) -> tuple[dict[str, Any], list[Any]]:
+    path, cfg = job["reference_path"], job["config"]
+    ref = load_module(path, "drkernel_reference", status="runtime_error")
+    require(ref, ("Model", "get_inputs", "get_init_inputs"), path)
+    try:
+        model = build(ref.Model, ref, cfg["seed"], device)
+        plan, outputs, counts, ops = [], [], [], Counter[str]()
+        input_dtypes: set[str] = set()
+        for i, seed in enumerate(trial_seeds(cfg["seed"], cfg["correct_trials"])):
+            dist = cfg["distributions"][i % len(cfg["distributions"])]
+            ys, tracer = _reference_trial(model, ref, seed, dist, device)
+            if dist != "native" and not all(bool(torch.isfinite(y).all()) for y in ys):
+                dist = "native"  # the problem's domain needs its own inputs (e.g. log of x)
+                ys, tracer = _reference_trial(model, ref, seed, dist, device)
+            plan.append(dist)
+            outputs += ys
+            counts.append(len(ys))
+            ops.update(tracer.ops)
+            input_dtypes |= {str(x.dtype).removeprefix("torch.")
+                             for x in make_inputs(ref, seed, dist, device)
+                             if isinstance(x, torch.Tensor)}
+        header: dict[str, Any] = {"ok": True, "plan": plan, "counts": counts, "ops": dict(ops),
+                                  "input_dtypes": sorted(input_dtypes)}
+        if job.get("time"):
+            inputs = make_inputs(ref, cfg["seed"], "native", device)
+            header["timing"] = timing.time_forward(model, inputs, cfg)
+    except BaseException as exc:
+        raise Failure("runtime_error", exc, path) from exc
+    return header, outputs
+
+
+def _reference_trial(model: torch.nn.Module, ref: ModuleType, seed: int, dist: str,
+                     device: torch.device) -> tuple[list[torch.Tensor], monitor.OpTracer]:
+    inputs = make_inputs(ref, seed, dist, device)
+    with _no_grad(), traced() as tracer:
+        ys = flatten(model(*inputs))
+    sync(device)
+    return [y.detach() for y in tensors_only(ys, "")], tracer
+
+
+# ---------------------------------------------------------------- candidate child
+
+
+def candidate_main(chan: Channel, job: dict[str, Any]) -> None:
+    device = device_of(job)
+    mon = monitor.Monitor(candidate_path=job["candidate_path"])
+    monitor.install(mon)
+    before = monitor.snapshot()
+    run = _CandidateRun(job, device, mon)
+    try:
+        header, tensors = run.correctness()
+    except Failure as failure:
+        header = {"ok": False, "status": failure.status, "error": failure.error}
+        tensors = []
+    mon.active = False
+    header["patched"] = monitor.patched(before, monitor.snapshot())
+    header["findings"] = mon.findings
+    chan.send(pack(header, tensors))
+    if header["ok"] and device.type == "cuda" and chan.wait_go():
+        chan.send(pack(run.performance()))
+
+
+class _CandidateRun:
+    def __init__(self, job: dict[str, Any], device: torch.device, mon: monitor.Monitor) -> None:
+        self.job, self.device, self.mon = job, device, mon
+        self.cfg = job["config"]
+        self.path = job["candidate_path"]
+        self.seeds = trial_seeds(self.cfg["seed"], self.cfg["correct_trials"])
+
+    def correctness(self) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        self.ref = load_module(self.job["reference_path"], "drkernel_reference", "runtime_error")
+        self.mon.active = True
+        cand = load_module(self.path, "drkernel_candidate")
+        require(cand, ("ModelNew",), self.path)
+        self.model = self._guard(lambda: build(cand.ModelNew, self.ref, self.cfg["seed"],
+                                               self.device))
+        outputs: list[torch.Tensor] = []
+        counts, ops, downcasts, own = [], Counter[str](), [], []
+        for seed, dist in zip(self.seeds, self.job["plan"], strict=True):
+            start = len(self.mon.launches)
+            ys, tracer = self._trial(self.inputs(seed, dist))
+            outputs += ys
+            counts.append(len(ys))
+            ops.update(tracer.ops)
+            downcasts += tracer.downcasts
+            own.append(sum(launch.own for launch in self.mon.launches[start:]))
+        probes = self._probes()
+        header = {
+            "ok": True, "counts": counts, "ops": dict(ops), "downcasts": downcasts[:8],
+            "own_launches_per_trial": own, "launches": _launch_summary(self.mon.launches),
+            "own_launches_grad": self.own_launches_grad,
+            "groups": {k: len(v) for k, v in probes.items()},
+        }
+        return header, outputs + [t for group in probes.values() for t in group]
+
+    def inputs(self, seed: int, dist: str) -> list[Any]:
+        return make_inputs(self.ref, seed, dist, self.device)
+
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        try:
+            result = fn()
+            sync(self.device)
+            return result
+        except Failure:
+            raise
+        except MemoryError as exc:
+            raise Failure("crashed", exc, self.path) from exc
+        except BaseException as exc:
+            status = "compile_error" if _is_compile_error(exc) else "runtime_error"
+            raise Failure(status, exc, self.path) from exc
+
+    def _forward(self, inputs: list[Any], poison: bool = False,
+                 grad: bool = False) -> tuple[list[torch.Tensor], monitor.OpTracer]:
+        def call() -> tuple[list[torch.Tensor], monitor.OpTracer]:
+            with torch.set_grad_enabled(grad), traced(poison) as tracer:
+                ys = flatten(self.model(*inputs))
+            return tensors_only(ys, self.path), tracer
+
+        result: tuple[list[torch.Tensor], monitor.OpTracer] = self._guard(call)
+        return result
+
+    def _trial(self, inputs: list[Any]) -> tuple[list[torch.Tensor], monitor.OpTracer]:
+        saved = [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+        ys, tracer = self._forward(inputs)
+        for y in ys:
+            if type(y) is not _Tensor:
+                self.mon.flag("lazy_tensor", f"forward returned {type(y).__qualname__}")
+            if any(isinstance(x, torch.Tensor) and _overlaps(y, x) for x in inputs):
+                self.mon.flag("output_aliasing", "output shares storage with an input")
+        for i, (x, s) in enumerate(zip(inputs, saved, strict=True)):
+            if isinstance(x, torch.Tensor) and not _equal(x, s):
+                self.mon.flag("input_mutation", f"input {i} changed during forward")
+        return [_plain_copy(y) for y in ys], tracer
+
+    def _probes(self) -> dict[str, list[torch.Tensor]]:
+        """Extra forwards on trial 0's inputs that expose caching, garbage reads and decoys."""
+        first, second = self.seeds[0], self.seeds[-1]
+        plan = self.job["plan"]
+        probes: dict[str, list[torch.Tensor]] = {}
+        start = len(self.mon.launches)
+        self._forward(self.inputs(first, plan[0]), grad=True)
+        self.own_launches_grad = sum(launch.own for launch in self.mon.launches[start:])
+        reused = self.inputs(first, plan[0])
+        self._forward(reused)
+        for x, fresh in zip(reused, self.inputs(second, plan[-1]), strict=True):
+            if isinstance(x, torch.Tensor) and x.shape == fresh.shape:
+                x.copy_(fresh)
+        probes["same_objects"] = [_plain_copy(y) for y in self._forward(reused)[0]]
+        probes["poisoned"] = [_plain_copy(y)
+                              for y in self._forward(self.inputs(first, plan[0]), poison=True)[0]]
+        self.mon.suppress_own_launches = True
+        try:
+            ghost = self._forward(self.inputs(first, plan[0]), poison=True)[0]
+            probes["ghost"] = [_plain_copy(y) for y in ghost]
+        except Failure:
+            probes["ghost"] = []
+        finally:
+            self.mon.suppress_own_launches = False
+        return probes
+
+    def performance(self) -> dict[str, Any]:
+        inputs = self.inputs(self.cfg["seed"], "native")
+        self.mon.active = True
+        start = len(self.mon.launches)
+        result: dict[str, Any] = {"timing": timing.time_forward(self.model, inputs, self.cfg)}
+        if self.cfg["profile"]:
+            own = {launch.name for launch in self.mon.launches[start:] if launch.own}
+            result["profile"] = timing.profile_forward(self.model, inputs, own)
+        result["side_stream"] = any(launch.side_stream for launch in self.mon.launches[start:])
+        self.mon.active = False
+        return result
+
+
+def _launch_summary(launches: list[monitor.Launch]) -> list[dict[str, Any]]:
+    summary: dict[tuple[str, bool], dict[str, Any]] = {}
+    for launch in launches:
+        row = summary.setdefault((launch.name, launch.own), {
+            "name": launch.name, "own": launch.own, "count": 0, "dtypes": [], "raised": [],
+            "side_stream": False})
+        row["count"] += 1
+        row["dtypes"] = sorted(set(row["dtypes"]) | set(launch.dtypes))
+        row["side_stream"] |= launch.side_stream
+        if launch.raised and launch.raised not in row["raised"]:
+            row["raised"].append(launch.raised)
+    return list(summary.values())
+
+
+def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+    try:
+        sa, sb = a.untyped_storage(), b.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return False
+    a0, b0 = sa.data_ptr(), sb.data_ptr()
+    return a0 < b0 + sb.nbytes() and b0 < a0 + sa.nbytes()
+
+
+def _plain_copy(y: torch.Tensor) -> torch.Tensor:
+    """A materialised, plain-tensor copy on the CPU (subclasses are unwrapped here)."""
+    with torch._C.DisableTorchFunctionSubclass():
+        return torch.Tensor.detach(y).to("cpu", copy=True).contiguous().as_subclass(_Tensor)
+
+
+def _is_compile_error(exc: BaseException) -> bool:
+    names = {type(e).__name__ for e in (exc, exc.__cause__) if e is not None}
+    return bool(names & {"CompilationError", "CompileTimeAssertionFailure"})

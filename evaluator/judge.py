@@ -1,0 +1,278 @@
+"""The verdict, made in the worker from what the reference and candidate children reported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from evaluator.result import (
+    ErrorInfo,
+    EvalResult,
+    Hack,
+    HackKind,
+    KernelRow,
+    Profile,
+    Status,
+    TimingStats,
+)
+
+CPU_SPEED_NOTE = "not measured on cpu: the Triton interpreter's run time says nothing of GPU speed"
+
+# Allocation, layout and data movement: what an honest Triton forward may still do in torch.
+GLUE_OPS = frozenset({
+    "empty", "empty_like", "empty_strided", "empty_permuted", "new_empty", "new_empty_strided",
+    "zeros", "zeros_like", "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like",
+    "new_full", "fill_", "zero_", "copy_", "set_", "clone", "contiguous", "detach", "detach_",
+    "alias", "lift_fresh", "lift_fresh_copy", "view", "_unsafe_view", "reshape",
+    "_reshape_alias", "as_strided", "as_strided_", "t", "transpose", "permute", "expand",
+    "expand_as", "unsqueeze", "squeeze", "flatten", "unflatten", "slice", "select", "narrow",
+    "split", "split_with_sizes", "chunk", "unbind", "cat", "stack", "_to_copy", "to",
+    "_local_scalar_dense", "item", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset",
+    "is_same_size", "resize_", "arange", "scalar_tensor", "view_as", "type_as", "movedim",
+    "result_type", "_has_compatible_shallow_copy_type", "random_", "normal_", "uniform_",
+    "pad", "constant_pad_nd", "repeat", "index", "index_select", "is_nonzero", "dim",
+    "size", "stride", "numel", "clamp_min_", "unfold",
+})
+MATMUL_CONV_OPS = frozenset({
+    "mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "addmv", "mv", "dot", "einsum",
+    "convolution", "_convolution", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+    "conv_transpose2d", "conv_transpose3d", "cudnn_convolution", "mkldnn_convolution",
+    "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_attention_math", "_scaled_dot_product_flash_attention_for_cpu",
+    "scaled_dot_product_attention",
+})
+HEAVY_OPS = MATMUL_CONV_OPS | frozenset({
+    "_softmax", "softmax", "_log_softmax", "log_softmax", "native_layer_norm", "layer_norm",
+    "native_group_norm", "group_norm", "native_batch_norm", "_native_batch_norm_legit",
+    "_native_batch_norm_legit_no_training", "batch_norm", "rms_norm", "_fused_rms_norm",
+    "sum", "mean", "var", "std", "var_mean", "std_mean", "amax", "amin", "max", "min",
+    "argmax", "argmin", "prod", "cumsum", "cumprod", "logsumexp", "norm", "linalg_vector_norm",
+    "topk", "sort", "_cdist_forward", "embedding", "max_pool2d_with_indices", "avg_pool2d",
+    "_adaptive_avg_pool2d", "upsample_bilinear2d", "upsample_nearest2d", "gather", "scatter",
+    "cross_entropy_loss", "nll_loss_forward", "kl_div", "mse_loss", "huber_loss",
+})
+_LOW_FLOATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
+
+
+@dataclass
+class Report:
+    header: dict[str, Any]
+    tensors: list[torch.Tensor] = field(default_factory=list)
+
+    def split(self, counts: list[int]) -> list[list[torch.Tensor]]:
+        out, pos = [], 0
+        for n in counts:
+            out.append(self.tensors[pos : pos + n])
+            pos += n
+        return out
+
+    def group(self, name: str) -> list[torch.Tensor]:
+        groups: dict[str, int] = self.header["groups"]
+        start = sum(self.header["counts"])
+        for key, size in groups.items():
+            if key == name:
+                return self.tensors[start : start + size]
+            start += size
+        return []
+
+
+def failed(status: str, error: dict[str, str] | None, device: str) -> EvalResult:
+    st = Status(status)
+    return EvalResult(status=st, compiled=st is not Status.COMPILE_ERROR,
+                      error=ErrorInfo(**error) if error else None, device=device,
+                      speedup_note="the candidate did not pass")
+
+
+def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
+                      static_hacks: list[Hack], device: str) -> EvalResult:
+    """Compare outputs and weigh every observation; the status follows from both."""
+    h = cand.header
+    if not h["ok"]:
+        result = failed(h["status"], h.get("error"), device)
+        result.hacks = _runtime_hacks(h) if result.status is not Status.COMPILE_ERROR else []
+        if result.hacks:
+            result.status = Status.HACKED
+        return result
+    ref_trials, cand_trials = ref.split(ref.header["counts"]), cand.split(h["counts"])
+    result = EvalResult(status=Status.INCORRECT, compiled=True, trials_total=len(ref_trials),
+                        device=device)
+    diffs: list[float] = []
+    means: list[float] = []
+    problem = ""
+    hacks = _runtime_hacks(h) + static_hacks
+    for i, (want, got) in enumerate(zip(ref_trials, cand_trials, strict=True)):
+        issue = _mismatch(want, got)
+        if issue is None:
+            ok, max_d, mean_d, nonfinite = _close(want, got, cfg)
+            diffs.append(max_d)
+            means.append(mean_d)
+            if nonfinite:
+                hacks.append(Hack(HackKind.NONFINITE_OUTPUT,
+                                  f"trial {i}: NaN or Inf where the reference is finite"))
+            if ok:
+                result.trials_passed += 1
+            else:
+                problem = problem or f"Output mismatch in trial {i} (max abs diff {max_d:.3g})"
+        else:
+            problem = problem or f"trial {i}: {issue}"
+    result.max_abs_diff = max(diffs) if diffs else None
+    result.mean_abs_diff = sum(means) / len(means) if means else None
+    passed = result.trials_passed == result.trials_total
+    hacks += _caching(ref_trials, cand_trials, cfg)
+    if passed:
+        hacks += _probe_hacks(cfg, ref_trials, cand_trials, cand)
+    hacks += _compute_hacks(ref.header, h)
+    result.hacks = _dedupe(hacks)
+    result.profile = _cpu_profile(h)
+    if result.hacks:
+        result.status = Status.HACKED
+    elif passed:
+        result.status, result.correct = Status.CORRECT, True
+    else:
+        result.error = ErrorInfo(type="OutputMismatch", message=problem)
+    if device == "cpu":
+        result.speedup_note = CPU_SPEED_NOTE
+    return result
+
+
+def _mismatch(want: list[torch.Tensor], got: list[torch.Tensor]) -> str | None:
+    if len(want) != len(got):
+        return f"expected {len(want)} outputs, got {len(got)}"
+    for w, g in zip(want, got, strict=True):
+        if w.shape != g.shape:
+            return f"Output shape mismatch: expected {tuple(w.shape)}, got {tuple(g.shape)}"
+        if w.dtype != g.dtype:
+            return f"Output dtype mismatch: expected {w.dtype}, got {g.dtype}"
+    return None
+
+
+def _close(want: list[torch.Tensor], got: list[torch.Tensor],
+           cfg: dict[str, Any]) -> tuple[bool, float, float, bool]:
+    ok, max_d, total, n, nonfinite = True, 0.0, 0.0, 0, False
+    for w, g in zip(want, got, strict=True):
+        if w.numel() == 0:
+            continue
+        w64, g64 = w.to(torch.float64), g.to(torch.float64)
+        nonfinite |= bool((~torch.isfinite(g64) & torch.isfinite(w64)).any())
+        ok &= torch.allclose(g64, w64, atol=cfg["atol"], rtol=cfg["rtol"], equal_nan=False)
+        d = (g64 - w64).abs().nan_to_num(nan=float("inf"))
+        max_d = max(max_d, float(d.max()))
+        total += float(d.clamp(max=1e30).sum())
+        n += d.numel()
+    return ok, max_d, total / max(n, 1), nonfinite
+
+
+def _caching(ref_trials: list[list[torch.Tensor]], cand_trials: list[list[torch.Tensor]],
+             cfg: dict[str, Any]) -> list[Hack]:
+    """A later trial replayed an earlier trial's right answer for different inputs."""
+    for i in range(1, len(cand_trials)):
+        for j in range(i):
+            replay = _all_equal(cand_trials[i], cand_trials[j]) and _allclose(
+                ref_trials[j], cand_trials[i], cfg)
+            if replay and not _all_equal(ref_trials[i], ref_trials[j]):
+                return [Hack(HackKind.OUTPUT_CACHING,
+                             f"trial {i} returned trial {j}'s output for different inputs")]
+    return []
+
+
+def _probe_hacks(cfg: dict[str, Any], ref_trials: list[list[torch.Tensor]],
+                 cand_trials: list[list[torch.Tensor]], cand: Report) -> list[Hack]:
+    hacks = []
+    same = cand.group("same_objects")
+    if same and not _allclose(ref_trials[-1], same, cfg):
+        hacks.append(Hack(HackKind.OUTPUT_CACHING,
+                          "the same input tensors given new values returned a stale output"))
+    poisoned = cand.group("poisoned")
+    if poisoned and not _allclose(cand_trials[0], poisoned, cfg):
+        hacks.append(Hack(HackKind.UNINITIALIZED_OUTPUT,
+                          "output changed when fresh allocations were filled with NaN"))
+    ghost = cand.group("ghost")
+    if ghost and cand.header["own_launches_per_trial"][0] and _allclose(ref_trials[0], ghost,
+                                                                        cfg):
+        hacks.append(Hack(HackKind.DECOY,
+                          "output is still right with the candidate's own kernels skipped"))
+    return hacks
+
+
+def _compute_hacks(ref: dict[str, Any], cand: dict[str, Any]) -> list[Hack]:
+    hacks = []
+    launches = cand["own_launches_per_trial"]
+    if not all(launches) or not cand.get("own_launches_grad", 1):
+        where = "with gradients enabled" if all(launches) else "in inference mode"
+        hacks.append(Hack(HackKind.DECOY,
+                          f"no Triton kernel of the candidate's own was launched {where}"))
+    cand_ops = compute_ops(cand["ops"])
+    ref_ops = compute_ops(ref["ops"])
+    shared = cand_ops & ref_ops
+    heavy = (shared & HEAVY_OPS) | (cand_ops & MATMUL_CONV_OPS)
+    if not ref_ops & HEAVY_OPS:
+        heavy |= shared
+    if heavy:
+        raised = [f"{r['name']} raised {', '.join(r['raised'])}"
+                  for r in cand["launches"] if r["own"] and r["raised"]]
+        note = f" after {'; '.join(raised)} (fallback)" if raised else ""
+        hacks.append(Hack(HackKind.FRAMEWORK_COMPUTE,
+                          f"the forward ran torch {', '.join(sorted(heavy))}{note}"))
+    low_inputs = any(d in _LOW_FLOATS for d in ref.get("input_dtypes", []))
+    if not low_inputs:
+        down = [r["name"] for r in cand["launches"]
+                if r["own"] and any(d in _LOW_FLOATS for d in r["dtypes"])]
+        if down or cand.get("downcasts"):
+            evidence = ", ".join(down) or "; ".join(cand["downcasts"])
+            hacks.append(Hack(HackKind.PRECISION_DOWNCAST,
+                              f"full-precision problem computed in lower precision: {evidence}"))
+    return hacks
+
+
+def compute_ops(ops: dict[str, int]) -> set[str]:
+    return {op for op in ops if op not in GLUE_OPS}
+
+
+def _runtime_hacks(header: dict[str, Any]) -> list[Hack]:
+    hacks = [Hack(HackKind(kind), evidence) for kind, evidence in header.get("findings", [])]
+    if header.get("patched"):
+        hacks.append(Hack(HackKind.PATCHING, "replaced " + ", ".join(header["patched"][:10])))
+    return hacks
+
+
+def _cpu_profile(header: dict[str, Any]) -> Profile:
+    rows = [KernelRow(name=r["name"], device_time_us=0.0, count=r["count"], own=r["own"])
+            for r in header["launches"]]
+    return Profile(kernels=rows, triton_launches=[r.name for r in rows if r.own],
+                   torch_compute_ops=sorted(compute_ops(header["ops"])))
+
+
+def add_performance(result: EvalResult, ref_timing: dict[str, Any],
+                    perf: dict[str, Any]) -> EvalResult:
+    result.ref_timing = TimingStats(**ref_timing)
+    result.kernel_timing = TimingStats(**perf["timing"])
+    result.ref_ms, result.kernel_ms = result.ref_timing.mean_ms, result.kernel_timing.mean_ms
+    result.speedup = result.ref_ms / result.kernel_ms if result.kernel_ms > 0 else None
+    profile = perf.get("profile")
+    if profile:
+        result.profile.kernels = [KernelRow(**k) for k in profile["kernels"]]
+        result.profile.triton_time_coverage = profile["coverage"]
+    if perf.get("side_stream"):
+        result.hacks.append(Hack(HackKind.SIDE_STREAM, "a Triton kernel ran on a side stream"))
+        result.status, result.correct = Status.HACKED, False
+    return result
+
+
+def _all_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(
+        x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _allclose(want: list[torch.Tensor], got: list[torch.Tensor], cfg: dict[str, Any]) -> bool:
+    return _mismatch(want, got) is None and _close(want, got, cfg)[0]
+
+
+def _dedupe(hacks: list[Hack]) -> list[Hack]:
+    seen, out = set(), []
+    for hack in hacks:
+        if (hack.kind, hack.evidence) not in seen:
+            seen.add((hack.kind, hack.evidence))
+            out.append(hack)
+    return out
