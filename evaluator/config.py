@@ -30,7 +30,7 @@ class EvalConfig:
     """A speedup above this is measured again and the second measurement is kept."""
     timeout_s: float = 120.0
     """Wall-clock limit for one child process (reference or candidate)."""
-    memory_mb: int = 8192
+    memory_mb: int = 4096
     """Address-space allowance for one child beyond what the pre-imported worker already maps."""
     max_processes: int = 512
     max_output_bytes: int = 1 << 20

@@ -5,8 +5,10 @@ The child never judges: it reports outputs and what it saw, and the worker decid
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import random
+import re
 import sys
 import traceback
 from collections import Counter
@@ -287,6 +289,11 @@ class _CandidateRun:
             raise
         except MemoryError as exc:
             raise Failure("crashed", exc, self.path) from exc
+        except OSError as exc:
+            if exc.errno == errno.EFBIG:
+                exc = OSError(exc.errno, "output limit exceeded: the candidate printed too much")
+                raise Failure("crashed", exc, self.path) from exc
+            raise Failure("runtime_error", exc, self.path) from exc
         except BaseException as exc:
             status = "compile_error" if _is_compile_error(exc) else "runtime_error"
             raise Failure(status, exc, self.path) from exc
@@ -385,5 +392,12 @@ def _plain_copy(y: torch.Tensor) -> torch.Tensor:
 
 
 def _is_compile_error(exc: BaseException) -> bool:
+    """Triton rejected the kernel itself (on GPU at compile time, on CPU in the interpreter)."""
     names = {type(e).__name__ for e in (exc, exc.__cause__) if e is not None}
-    return bool(names & {"CompilationError", "CompileTimeAssertionFailure"})
+    if names & {"CompilationError", "CompileTimeAssertionFailure"}:
+        return True
+    return "InterpreterError" in names and bool(
+        _TL_ERROR.search(str(exc)) or isinstance(exc.__cause__, NameError))
+
+
+_TL_ERROR = re.compile(r"module 'triton\.language[\w.]*' has no attribute")

@@ -123,7 +123,7 @@ def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
     hacks += _caching(ref_trials, cand_trials, cfg)
     if passed:
         hacks += _probe_hacks(cfg, ref_trials, cand_trials, cand)
-    hacks += _compute_hacks(ref.header, h)
+    hacks += _compute_hacks(ref.header, h, passed)
     result.hacks = _dedupe(hacks)
     result.profile = _cpu_profile(h)
     if result.hacks:
@@ -196,7 +196,7 @@ def _probe_hacks(cfg: dict[str, Any], ref_trials: list[list[torch.Tensor]],
     return hacks
 
 
-def _compute_hacks(ref: dict[str, Any], cand: dict[str, Any]) -> list[Hack]:
+def _compute_hacks(ref: dict[str, Any], cand: dict[str, Any], passed: bool) -> list[Hack]:
     hacks = []
     launches = cand["own_launches_per_trial"]
     if not all(launches) or not cand.get("own_launches_grad", 1):
@@ -216,7 +216,7 @@ def _compute_hacks(ref: dict[str, Any], cand: dict[str, Any]) -> list[Hack]:
         hacks.append(Hack(HackKind.FRAMEWORK_COMPUTE,
                           f"the forward ran torch {', '.join(sorted(heavy))}{note}"))
     low_inputs = any(d in _LOW_FLOATS for d in ref.get("input_dtypes", []))
-    if not low_inputs:
+    if passed and not low_inputs:  # a wrong output dtype is plainly incorrect
         down = [r["name"] for r in cand["launches"]
                 if r["own"] and any(d in _LOW_FLOATS for d in r["dtypes"])]
         if down or cand.get("downcasts"):
