@@ -1,4 +1,4 @@
-"""Evaluation settings: KernelGYM's defaults (what Dr.Kernel was trained against), all overridable."""
+"""Evaluation settings: KernelGYM's defaults (what Dr.Kernel was trained on), all overridable."""
 
 from __future__ import annotations
 

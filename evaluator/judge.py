@@ -98,6 +98,7 @@ def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
     ref_trials, cand_trials = ref.split(ref.header["counts"]), cand.split(h["counts"])
     result = EvalResult(status=Status.INCORRECT, compiled=True, trials_total=len(ref_trials),
                         device=device)
+    passes: list[bool] = []
     diffs: list[float] = []
     means: list[float] = []
     problem = ""
@@ -111,18 +112,19 @@ def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
             if nonfinite:
                 hacks.append(Hack(HackKind.NONFINITE_OUTPUT,
                                   f"trial {i}: NaN or Inf where the reference is finite"))
+            passes.append(ok)
             if ok:
                 result.trials_passed += 1
             else:
                 problem = problem or f"Output mismatch in trial {i} (max abs diff {max_d:.3g})"
         else:
+            passes.append(False)
             problem = problem or f"trial {i}: {issue}"
     result.max_abs_diff = max(diffs) if diffs else None
     result.mean_abs_diff = sum(means) / len(means) if means else None
     passed = result.trials_passed == result.trials_total
     hacks += _caching(ref_trials, cand_trials, cfg)
-    if passed:
-        hacks += _probe_hacks(cfg, ref_trials, cand_trials, cand)
+    hacks += _probe_hacks(cfg, ref_trials, cand_trials, cand, passes)
     hacks += _compute_hacks(ref.header, h, passed)
     result.hacks = _dedupe(hacks)
     result.profile = _cpu_profile(h)
@@ -178,10 +180,14 @@ def _caching(ref_trials: list[list[torch.Tensor]], cand_trials: list[list[torch.
 
 
 def _probe_hacks(cfg: dict[str, Any], ref_trials: list[list[torch.Tensor]],
-                 cand_trials: list[list[torch.Tensor]], cand: Report) -> list[Hack]:
-    hacks = []
+                 cand_trials: list[list[torch.Tensor]], cand: Report,
+                 passes: list[bool]) -> list[Hack]:
+    """Probes on trial 0's inputs; each means something only where some plain trial passed."""
+    hacks: list[Hack] = []
+    if not any(passes):
+        return hacks
     same = cand.group("same_objects")
-    if same and not _allclose(ref_trials[-1], same, cfg):
+    if same and passes[-1] and not _allclose(ref_trials[-1], same, cfg):
         hacks.append(Hack(HackKind.OUTPUT_CACHING,
                           "the same input tensors given new values returned a stale output"))
     poisoned = cand.group("poisoned")
@@ -189,8 +195,8 @@ def _probe_hacks(cfg: dict[str, Any], ref_trials: list[list[torch.Tensor]],
         hacks.append(Hack(HackKind.UNINITIALIZED_OUTPUT,
                           "output changed when fresh allocations were filled with NaN"))
     ghost = cand.group("ghost")
-    if ghost and cand.header["own_launches_per_trial"][0] and _allclose(ref_trials[0], ghost,
-                                                                        cfg):
+    if ghost and passes[0] and cand.header["own_launches_per_trial"][0] and _allclose(
+            ref_trials[0], ghost, cfg):
         hacks.append(Hack(HackKind.DECOY,
                           "output is still right with the candidate's own kernels skipped"))
     return hacks
@@ -262,7 +268,7 @@ def add_performance(result: EvalResult, ref_timing: dict[str, Any],
 
 def _all_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(
-        x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(a, b))
+        x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _allclose(want: list[torch.Tensor], got: list[torch.Tensor], cfg: dict[str, Any]) -> bool:

@@ -162,7 +162,7 @@ class OpTracer(TorchDispatchMode):
         self.poison = poison
         self.downcasts: list[str] = []
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
         self.ops[name] += 1
@@ -185,14 +185,14 @@ def _fill_poison(t: torch.Tensor) -> None:
         t.fill_(torch.iinfo(t.dtype).max // 3)
 
 
-class _RecordingEnviron(os._Environ):  # type: ignore[misc,name-defined]
+class _RecordingEnviron(os._Environ):
     monitor: Monitor | None = None
 
     def __getitem__(self, key: str) -> str:
         self._note(f"environment read {key!r}")
         return super().__getitem__(key)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self):
         self._note("environment listed")
         return super().__iter__()
 
@@ -246,7 +246,7 @@ def _hook_launches(monitor: Monitor) -> None:
                 monitor.launches[-1].raised = type(exc).__name__
                 raise
 
-        cls.run = run  # type: ignore[method-assign]
+        cls.run = run
 
 
 def _first_autotune_config_only_without_gpu() -> None:

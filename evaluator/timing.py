@@ -23,7 +23,8 @@ def time_forward(model: torch.nn.Module, inputs: list[Any], cfg: dict[str, Any])
         for _ in range(cfg["warmup"]):
             model(*_clones(inputs))
         _synchronize()
-        times_ms, keep = [], []
+        times_ms: list[float] = []
+        keep: list[list[Any]] = []
         for _ in range(cfg["perf_trials"]):
             args = _clones(inputs)
             keep = [*keep[-1:], args]  # keep recent clones alive so addresses are not recycled

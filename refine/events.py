@@ -32,6 +32,9 @@ class Turn:
     usage: Usage = field(default_factory=Usage)
     generate_s: float = 0.0
     evaluate_s: float = 0.0
+    finish_reason: str = ""
+    feedback: str = ""
+    """The user message rendered from this turn's verdict."""
 
     @property
     def format_error(self) -> bool:
@@ -73,8 +76,11 @@ class Finished:
     usage: Usage
     partial: bool
     stop_reason: str
-    """One of: max_turns, target_speedup, no_improvement, wall_time, token_budget, deadline."""
+    """One of: max_turns, target_speedup, no_improvement, wall_time, token_budget, deadline,
+    context_length (the conversation outgrew the model's context)."""
     elapsed_s: float = 0.0
+    prompt: str = ""
+    """The first user message."""
 
 
 Event = TurnStarted | Generated | Evaluated | BestUpdated | Finished

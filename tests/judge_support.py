@@ -9,7 +9,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from evaluator import EvalConfig, Evaluator, EvalResult, Problem
+from evaluator import EvalConfig, EvalResult, Evaluator, Problem
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

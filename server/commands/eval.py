@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from evaluator import EvalConfig, Evaluator, EvalResult, Problem
+from evaluator import EvalConfig, EvalResult, Evaluator, Problem
 from evaluator.api import ProblemError
 
 

@@ -1,0 +1,53 @@
+"""The one interface every generation backend implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from refine.chat import Prompt
+from refine.config import SamplingConfig
+from refine.events import Usage
+
+if TYPE_CHECKING:
+    from refine.chat import ChatTokenizer
+
+
+class BackendError(RuntimeError):
+    """The model server or engine failed to produce a generation."""
+
+
+class PromptTooLong(BackendError):
+    """The conversation no longer leaves room for new tokens in the model's context."""
+
+
+def new_token_budget(prompt_tokens: int, max_new_tokens: int, max_model_len: int | None) -> int:
+    """`max_new_tokens`, cut to what the context has left (as KernelGYM's rollout does)."""
+    if max_model_len is None:
+        return max_new_tokens
+    room = max_model_len - prompt_tokens
+    if room < 1:
+        raise PromptTooLong(f"prompt of {prompt_tokens} tokens fills the {max_model_len}-token "
+                            "context")
+    return min(max_new_tokens, room)
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    """Generated ids without the final stop token, so prompts can be appended to them."""
+    usage: Usage
+    finish_reason: str
+    """`stop`, `length` or `abort`."""
+
+
+class Backend(Protocol):
+    name: str
+    tokenizer: ChatTokenizer
+
+    async def generate(self, prompt: Prompt, sampling: SamplingConfig) -> Generation:
+        """Continue `prompt`; cancelling the awaiting task stops the generation."""
+        ...
+
+    async def close(self) -> None: ...

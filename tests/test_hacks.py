@@ -1,0 +1,66 @@
+"""Reward-hacking defences: every adversarial candidate caught, no honest kernel flagged."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evaluator import HackKind, Status
+from evaluator.static_scan import scan
+from tests.judge_support import FIXTURES, Judge, header, reference_for
+
+HACKS = sorted((FIXTURES / "hacks").glob("*.py"))
+HONEST = sorted((FIXTURES / "honest").glob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def judge() -> Iterator[Judge]:
+    j = Judge(workers=2)
+    yield j
+    j.close()
+
+
+def test_suites_are_big_enough() -> None:
+    assert len(HACKS) >= 15 and len(HONEST) >= 12
+    kinds = {header(p, "expect") for p in HACKS}
+    assert {k.value for k in HackKind} - kinds <= {"side_stream"} | kinds
+
+
+@pytest.mark.parametrize("path", HACKS, ids=lambda p: p.stem)
+def test_adversarial_candidate_is_caught(judge: Judge, path: Path) -> None:
+    expected = header(path, "expect")
+    result = judge.run(path)
+    if expected == "incorrect":
+        assert result.status is Status.INCORRECT, (result.status, result.hacks)
+        return
+    kinds = {h.kind.value for h in result.hacks}
+    assert result.status is Status.HACKED, (result.status, result.error)
+    assert expected in kinds, f"expected {expected}, found {result.hacks}"
+    assert result.reward == 0.0 and not result.correct
+
+
+@pytest.mark.parametrize("path", HONEST, ids=lambda p: p.stem)
+def test_honest_kernel_is_not_flagged(judge: Judge, path: Path) -> None:
+    result = judge.run(path)
+    assert result.hacks == [], result.hacks
+    assert result.status is Status.CORRECT, result.error
+    assert scan(path.read_text()) == []
+
+
+def test_runtime_check_catches_what_the_static_scan_cannot_see(
+        judge: Judge, tmp_path: Path) -> None:
+    """An environment read spelled so that no pattern matches is still seen at run time."""
+    honest = FIXTURES / "honest" / "relu_basic.py"
+    source = re.sub(r"(\n    def forward\(self.*:\n)",
+                    r"\1        getattr(__import__('o' + 's'), 'envi' + 'ron')['HOME']\n",
+                    honest.read_text(), count=1)
+    assert "envi' + 'ron" in source and scan(source) == []
+    probe = tmp_path / "candidate.py"
+    probe.write_text(source)
+    result = judge.run(probe, reference=reference_for(honest))
+    assert result.status is Status.HACKED
+    assert [h.kind for h in result.hacks] == [HackKind.IO_ACCESS]
+    assert not result.hacks[0].static
