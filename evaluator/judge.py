@@ -268,7 +268,8 @@ def add_performance(result: EvalResult, ref_timing: dict[str, Any],
 
 def _all_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(
-        x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(a, b, strict=True))
+        x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+        for x, y in zip(a, b, strict=True))
 
 
 def _allclose(want: list[torch.Tensor], got: list[torch.Tensor], cfg: dict[str, Any]) -> bool:
