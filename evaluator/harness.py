@@ -250,6 +250,10 @@ class _CandidateRun:
         self.cfg = job["config"]
         self.path = job["candidate_path"]
         self.seeds = trial_seeds(self.cfg["seed"], self.cfg["correct_trials"])
+        plan = job.get("plan", [])
+        # Skipping an in-place kernel leaves its input untouched, which is the right answer
+        # for e.g. ReLU on non-negative inputs: probe on normal inputs where there are some.
+        self.ghost_trial = plan.index("normal") if "normal" in plan else 0
 
     def correctness(self) -> tuple[dict[str, Any], list[torch.Tensor]]:
         self.ref = load_module(self.job["reference_path"], "drkernel_reference", "runtime_error")
@@ -272,7 +276,7 @@ class _CandidateRun:
         header = {
             "ok": True, "counts": counts, "ops": dict(ops), "downcasts": downcasts[:8],
             "own_launches_per_trial": own, "launches": _launch_summary(self.mon.launches),
-            "own_launches_grad": self.own_launches_grad,
+            "own_launches_grad": self.own_launches_grad, "ghost_trial": self.ghost_trial,
             "groups": {k: len(v) for k, v in probes.items()},
         }
         return header, outputs + [t for group in probes.values() for t in group]
@@ -339,7 +343,8 @@ class _CandidateRun:
                               for y in self._forward(self.inputs(first, plan[0]), poison=True)[0]]
         self.mon.suppress_own_launches = True
         try:
-            ghost = self._forward(self.inputs(first, plan[0]), poison=True)[0]
+            ghost = self._forward(self.inputs(self.seeds[self.ghost_trial],
+                                              plan[self.ghost_trial]), poison=True)[0]
             probes["ghost"] = [_plain_copy(y) for y in ghost]
         except Failure:
             probes["ghost"] = []

@@ -194,9 +194,9 @@ def _probe_hacks(cfg: dict[str, Any], ref_trials: list[list[torch.Tensor]],
     if poisoned and not _allclose(cand_trials[0], poisoned, cfg):
         hacks.append(Hack(HackKind.UNINITIALIZED_OUTPUT,
                           "output changed when fresh allocations were filled with NaN"))
-    ghost = cand.group("ghost")
-    if ghost and passes[0] and cand.header["own_launches_per_trial"][0] and _allclose(
-            ref_trials[0], ghost, cfg):
+    ghost, k = cand.group("ghost"), cand.header["ghost_trial"]
+    if ghost and passes[k] and cand.header["own_launches_per_trial"][k] and _allclose(
+            ref_trials[k], ghost, cfg):
         hacks.append(Hack(HackKind.DECOY,
                           "output is still right with the candidate's own kernels skipped"))
     return hacks

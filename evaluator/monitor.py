@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import triton
 from torch.utils._python_dispatch import TorchDispatchMode
 
 _STDLIB = tuple(
     os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")
 )
 _HERE = os.path.dirname(os.path.realpath(__file__)) + os.sep
+_TRITON_DIR = os.path.dirname(os.path.realpath(triton.__file__)) + os.sep
 
 _BLOCKED_PROCESS_EVENTS = (
     "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
@@ -164,6 +166,8 @@ class OpTracer(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if _called_from_triton():
+            return out  # autotune benchmarking and the interpreter's own tensor work
         name = func.overloadpacket.__name__
         self.ops[name] += 1
         if name == "_to_copy" and isinstance(out, torch.Tensor):
@@ -174,6 +178,17 @@ class OpTracer(TorchDispatchMode):
         if self.poison and name in _EMPTY_OPS and isinstance(out, torch.Tensor):
             _fill_poison(out)
         return out
+
+
+def _called_from_triton() -> bool:
+    frame: types.FrameType | None = sys._getframe(2)
+    for _ in range(40):
+        if frame is None:
+            return False
+        if frame.f_code.co_filename.startswith(_TRITON_DIR):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _fill_poison(t: torch.Tensor) -> None:
@@ -253,7 +268,6 @@ def _first_autotune_config_only_without_gpu() -> None:
     # Benchmarking configs needs a GPU driver; the interpreter can run only one config.
     if torch.cuda.is_available():
         return
-    import triton
     from triton.runtime import autotuner
 
     original = autotuner.autotune
@@ -268,8 +282,6 @@ def _first_autotune_config_only_without_gpu() -> None:
 def snapshot() -> dict[str, int]:
     """Identity of the callables a candidate could patch to fool the judge."""
     import builtins
-
-    import triton
 
     spaces: dict[str, Any] = {
         "torch": torch, "torch.Tensor": torch.Tensor, "torch.nn.functional": torch.nn.functional,
