@@ -1,0 +1,73 @@
+"""One result record per problem, as written to `results.jsonl`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from refine.events import Turn, Usage
+
+Outcome = Literal["solved", "correct", "failed", "error"]
+"""solved: correct and at the target (or speed not measurable); correct: correct, below the
+target; failed: no correct candidate; error: the session itself failed (bad reference, backend
+down), retried on the next run."""
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    turn: int
+    sample: int
+    status: str
+    """An evaluator status, or `format_error`."""
+    speedup: float | None
+    reward: float
+    generated_tokens: int
+
+    @classmethod
+    def of(cls, turn: Turn) -> TurnRecord:
+        result = turn.result
+        status = "format_error" if result is None else result.status.value
+        return cls(turn.turn, turn.sample, status, None if result is None else result.speedup,
+                   turn.reward, turn.usage.generated_tokens)
+
+    @property
+    def correct(self) -> bool:
+        return self.status == "correct"
+
+
+@dataclass
+class ProblemRecord:
+    name: str
+    path: str
+    outcome: Outcome
+    turns: list[TurnRecord] = field(default_factory=list)
+    best_turn: int | None = None
+    best_speedup: float | None = None
+    best_reward: float | None = None
+    kernel: str | None = None
+    """The best kernel's file, relative to the output folder."""
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str = ""
+    elapsed_s: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProblemRecord:
+        data = dict(data)
+        data["turns"] = [TurnRecord(**t) for t in data.get("turns", [])]
+        data["usage"] = Usage(**data.get("usage", {}))
+        return cls(**data)
+
+    @property
+    def turns_used(self) -> int:
+        return max((t.turn for t in self.turns), default=0)
+
+    def best_by_turn(self, turn: int) -> TurnRecord | None:
+        """The best correct candidate among turns up to `turn` (higher speedup, then earlier)."""
+        correct = [t for t in self.turns if t.turn <= turn and t.correct]
+        return max(correct, key=lambda t: (t.speedup or 0.0, -t.turn), default=None)
