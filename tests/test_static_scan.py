@@ -1,0 +1,37 @@
+"""The static second line: specific patterns only, nothing an honest kernel writes."""
+
+from __future__ import annotations
+
+import pytest
+
+from evaluator import HackKind
+from evaluator.static_scan import scan
+
+
+@pytest.mark.parametrize(("source", "kind"), [
+    ("s = torch.cuda.Stream()\n", HackKind.SIDE_STREAM),
+    ("import threading\n", HackKind.BACKGROUND_WORK),
+    ("from concurrent.futures import ThreadPoolExecutor\n", HackKind.BACKGROUND_WORK),
+    ("torch.allclose = lambda *a, **k: True\n", HackKind.PATCHING),
+    ("setattr(torch.cuda.Event, 'elapsed_time', f)\n", HackKind.PATCHING),
+    ("f = sys._getframe(1)\n", HackKind.INTROSPECTION),
+    ("x = frame.f_back.f_locals\n", HackKind.INTROSPECTION),
+    ("objs = gc.get_objects()\n", HackKind.INTROSPECTION),
+    ("data = open('/etc/passwd').read()\n", HackKind.IO_ACCESS),
+    ("home = os.environ['HOME']\n", HackKind.IO_ACCESS),
+    ("import socket\n", HackKind.IO_ACCESS),
+    ("y = x.as_subclass(Lazy)\n", HackKind.LAZY_TENSOR),
+    ("class T(torch.Tensor):\n    def __torch_function__(cls, *a):\n        pass\n",
+     HackKind.LAZY_TENSOR),
+])
+def test_pattern_is_flagged_as_static_evidence(source: str, kind: HackKind) -> None:
+    hacks = scan(source)
+    assert {h.kind for h in hacks} == {kind}
+    assert all(h.static and h.evidence.startswith("line ") for h in hacks)
+
+
+def test_plain_triton_code_and_broken_source_are_clean() -> None:
+    honest = ("import torch\nimport triton\nimport triton.language as tl\n"
+              "out = torch.empty_like(x)\nkernel[(4,)](x, out, BLOCK=128)\n")
+    assert scan(honest) == []
+    assert scan("def broken(:\n") == []
