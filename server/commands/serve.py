@@ -1,0 +1,51 @@
+"""`drkernel serve`: the gRPC service, configured by file, `DRKERNEL_*` variables and flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from server.app import serve
+from server.config import ConfigError, load_config
+from server.logs import configure_logging
+
+_FLAGS = {"host": "host", "port": "port", "metrics_port": "metrics_port", "model": "model.path",
+          "backend": "model.backend", "device": "evaluator.device", "workers": "workers"}
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve", help="serve KernelOptimizer over gRPC (no model configured: the tiny test model)")
+    p.add_argument("--config", type=Path, help="YAML or TOML settings file")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port")
+    p.add_argument("--model", help="model path or hub id")
+    p.add_argument("--backend", help="vllm, openai or transformers")
+    p.add_argument("--device", help="where candidates are judged: cpu, cuda or auto")
+    p.add_argument("--workers", type=int, help="evaluator worker processes")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any setting by its dotted key, e.g. loop.max_turns=5 (repeatable)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {key: getattr(args, flag) for flag, key in _FLAGS.items()
+                 if getattr(args, flag) is not None}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"drkernel serve: --set needs KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        overrides[key.strip()] = value
+    try:
+        config = load_config(args.config, overrides=overrides)
+    except ConfigError as exc:
+        print(f"drkernel serve: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level, config.log_json)
+    asyncio.run(serve(config))
+    return 0
