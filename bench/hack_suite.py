@@ -6,7 +6,7 @@ import asyncio
 import re
 from pathlib import Path
 
-from evaluator import EvalConfig, Evaluator, EvalResult, Problem, Status
+from evaluator import EvalConfig, EvalResult, Evaluator, Problem, Status
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -21,25 +21,21 @@ import asyncio
 import multiprocessing
 import os
 import statistics
-import sys
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import structlog
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from evaluator import EvalConfig, EvalResult, Problem, Status
+from refine import Loop, LoopConfig
+from refine.backends.scripted import ScriptedBackend
+from server.app import DrKernelServer
+from server.client import AsyncClient
+from server.config import load_config
+from server.logs import configure_logging
 
-from evaluator import EvalConfig, EvalResult, Problem, Status  # noqa: E402
-from refine import Loop, LoopConfig  # noqa: E402
-from refine.backends.scripted import ScriptedBackend  # noqa: E402
-from server.app import DrKernelServer  # noqa: E402
-from server.client import AsyncClient  # noqa: E402
-from server.config import load_config  # noqa: E402
-from server.logs import configure_logging  # noqa: E402
-
-REFERENCE = (ROOT / "examples/relu/reference.py").read_text()
+REFERENCE = (Path(__file__).resolve().parents[1] / "examples/relu/reference.py").read_text()
 RESPONSE = "Done.\n```python\nclass ModelNew:\n    pass\n```\n"
 OVERHEAD_TURNS = 20
 
@@ -67,7 +63,7 @@ class FixedDelayJudge:
 
 
 def scripted(responses: int, generate_s: float) -> ScriptedBackend:
-    from tiny_model import build_tokenizer
+    from refine.tiny_model import build_tokenizer
 
     return ScriptedBackend(build_tokenizer(), [RESPONSE] * responses, [generate_s] * responses)
 

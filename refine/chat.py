@@ -38,9 +38,14 @@ class ChatFormat:
         return Prompt(self.encode(self._render(messages)), messages)
 
     def next_turn(self, prompt: Prompt, response_ids: Sequence[int], response: str,
-                  feedback: str) -> Prompt:
-        """`prompt` + the response (stop token excluded) + a closed turn and a feedback turn."""
-        token_ids = [*prompt.token_ids, *response_ids, *self.feedback_ids(feedback)]
+                  feedback: str, feedback_ids: Sequence[int] | None = None) -> Prompt:
+        """`prompt` + the response (stop token excluded) + a closed turn and a feedback turn.
+
+        Pass `feedback_ids` (from `feedback_ids(feedback)`) to avoid tokenising it again.
+        """
+        if feedback_ids is None:
+            feedback_ids = self.feedback_ids(feedback)
+        token_ids = [*prompt.token_ids, *response_ids, *feedback_ids]
         messages = [*prompt.messages, {"role": "assistant", "content": response},
                     {"role": "user", "content": feedback}]
         return Prompt(token_ids, messages)

@@ -65,6 +65,7 @@ class _Step:
 
     turn: Turn
     response_ids: list[int]
+    feedback_ids: list[int]
 
 
 class _OutOfTime(Exception):
@@ -128,7 +129,7 @@ class _Run:
         prompt = self.first
         for step in steps:
             prompt = self.loop.chat.next_turn(prompt, step.response_ids, step.turn.response,
-                                              step.turn.feedback)
+                                              step.turn.feedback, step.feedback_ids)
         return prompt
 
     async def _turn(self, turn_no: int, prompt: Prompt) -> AsyncIterator[Event]:
@@ -183,7 +184,7 @@ class _Run:
                     render_feedback(result, score, self.config.feedback_format))
         self.turns.append(turn)
         queue.put_nowait(Evaluated(turn))
-        return _Step(turn, generation.token_ids)
+        return _Step(turn, generation.token_ids, loop.chat.feedback_ids(turn.feedback))
 
     def _stop_after_turn(self) -> str | None:
         turn = self.steps[-1].turn.turn

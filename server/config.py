@@ -75,7 +75,7 @@ class ServerConfig(_Section):
     port: int = Field(50051, ge=0, le=65535)
     """gRPC port; 0 picks a free one."""
     metrics_host: str = "0.0.0.0"
-    metrics_port: int | None = Field(9464, ge=0, le=65535)
+    metrics_port: int | None = Field(9400, ge=0, le=65535)
     """Prometheus `/metrics` port; unset turns the endpoint off."""
     auth_token: SecretStr | None = None
     """When set, every call but health and reflection needs `authorization: Bearer <token>`."""

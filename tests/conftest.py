@@ -3,7 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tiny_model import build_tiny_model
+
+from refine.tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """A tiny Qwen3-shaped causal LM with a ChatML tokenizer, built from scratch in seconds.
 
 Random weights: it generates noise, which is what the loop's format-error path needs.
+The server runs it when no model is configured, so a fresh machine can run the whole path.
 Loadable with `AutoModelForCausalLM` / `AutoTokenizer` and servable by `transformers serve`.
 """
 
@@ -67,11 +68,17 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    assert isinstance(token_id, int)
+    return token_id
+
+
 def build_tiny_model(path: Path, seed: int = 0) -> Path:
     """Write tokenizer, config and random weights to `path`; return it."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
-    eos_ids = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    eos_ids = [_token_id(tokenizer, t) for t in ("<|im_end|>", "<|endoftext|>")]
     config = Qwen3Config(
         vocab_size=len(tokenizer),
         hidden_size=64,
