@@ -86,5 +86,5 @@ class ChatFormat:
 
 def _known_ids(tokenizer: ChatTokenizer, tokens: Sequence[str]) -> list[int]:
     ids = [tokenizer.convert_tokens_to_ids(token) for token in tokens]
-    unk = getattr(tokenizer, "unk_token_id", None)
+    unk = tokenizer.unk_token_id
     return [i for i in ids if isinstance(i, int) and i != unk]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,7 +50,8 @@ class Loop:
         self.chat = ChatFormat(backend.tokenizer)
         self.template = load_template(self.config.prompt_template)
 
-    async def run(self, problem: Problem, deadline: float | None = None) -> AsyncIterator[Event]:
+    async def run(self, problem: Problem, deadline: float | None = None
+                  ) -> AsyncGenerator[Event, None]:
         """Events of one session; `deadline` is a `time.monotonic()` instant.
 
         Cancelling the consumer cancels generation and evaluation in flight, then re-raises.

@@ -24,7 +24,6 @@ from server.admission import Admission
 from server.auth import BearerAuth
 from server.boundary import RequestContext
 from server.config import ModelConfig, ServerConfig
-from server.default_model import tiny_model
 from server.requests import MAX_TURNS
 from server.service import Evaluator as ServiceEvaluator
 from server.service import KernelOptimizerService
@@ -32,6 +31,8 @@ from server.service import KernelOptimizerService
 log = structlog.get_logger("drkernel.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["KernelOptimizer"].full_name
 _VERSIONED = ("drkernel", "grpcio", "protobuf", "torch", "triton", "transformers", "vllm")
+_HEALTH_CHECK_S = 1.0
+"""How often health re-reads the backend and the evaluator: an engine can die between calls."""
 
 
 class Judge(ServiceEvaluator, Protocol):
@@ -67,6 +68,7 @@ class DrKernelServer:
         self.port = 0
         self.metrics_port: int | None = None
         self._stop_metrics: Callable[[], None] | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -85,6 +87,7 @@ class DrKernelServer:
         metrics.track_queue_depth(lambda: self.evaluator.queue_depth)
         await self.evaluator.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._watch = asyncio.create_task(self._watch_health())
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain: health turns NOT_SERVING, new work is refused, running work gets `grace_s`.
@@ -94,6 +97,8 @@ class DrKernelServer:
         """
         grace_s = self.config.drain_grace_s if grace_s is None else grace_s
         started = time.monotonic()
+        if self._watch is not None:
+            self._watch.cancel()
         await self.health.enter_graceful_shutdown()
         self.admission.drain()
         await self.admission.wait_idle(grace_s)
@@ -101,6 +106,15 @@ class DrKernelServer:
         if self._stop_metrics is not None:
             self._stop_metrics()
             self._stop_metrics = None
+
+    async def _watch_health(self) -> None:
+        """NOT_SERVING for good once the backend is dead or the evaluator closed: neither
+        recovers, so probes should restart this replica and balancers route elsewhere."""
+        while not self.backend.dead and self.evaluator.ready:
+            await asyncio.sleep(_HEALTH_CHECK_S)
+        log.error("not_serving", backend=self.backend.name, backend_dead=self.backend.dead,
+                  evaluator_ready=self.evaluator.ready)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ("", SERVICE_NAME):
@@ -161,18 +175,14 @@ def load_model(config: ModelConfig) -> tuple[Backend, str]:
     """The configured backend and the model name it reports; the tiny model when unset."""
     path = config.path
     if path is None:
+        from server.default_model import tiny_model  # builds with torch and transformers
+
         path = str(tiny_model(config.cache_dir))
         log.warning("no model configured: serving the tiny TEST model (random weights, it "
                     "writes noise); set model.path for real use", path=path)
-    if config.backend == "vllm":
-        from refine.backends.vllm_engine import VLLMBackend
-
-        return VLLMBackend.from_model(path, **config.engine_args), path
-    if config.engine_args:
-        raise ValueError("model.engine_args applies to the vllm backend only")
     api_key = config.api_key.get_secret_value() if config.api_key else None
     backend = load_backend(config.backend, path, base_url=config.base_url, api_key=api_key,
-                           device=config.device)
+                           device=config.device, engine_args=config.engine_args)
     return backend, config.path or "tiny-test-model"
 
 

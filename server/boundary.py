@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from server import metrics
 from server.errors import InvalidRequest, ServiceError, public_message, status_for
@@ -141,7 +142,7 @@ def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def parse(data: bytes) -> Any:
         try:
             return deserializer(data)
-        except Exception as exc:
+        except DecodeError as exc:
             return _Malformed(exc)
 
     return parse

@@ -11,10 +11,12 @@ COMMANDS = ("eval", "optimize", "serve", "client", "batch")
 """Each names `server.commands.<name>`, which defines `add_parser(subparsers)` and `run(args)`."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand, or only `command`: each module imports what its command needs
+    (torch, through `evaluator`, takes seconds), which `drkernel client` should not pay."""
     parser = argparse.ArgumentParser(prog="drkernel", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
+    for name in COMMANDS if command is None else (command,):
         module = importlib.import_module(f"server.commands.{name}")
         sub = module.add_parser(subparsers)
         sub.set_defaults(run=module.run)
@@ -22,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(command).parse_args(argv)
     return int(args.run(args) or 0)
 
 

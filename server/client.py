@@ -11,7 +11,7 @@ Errors are `grpc.RpcError`s with the server's status code and message.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,7 @@ class AsyncClient:
         self.stub = pb_grpc.KernelOptimizerStub(self.channel)
 
     async def optimize(self, reference: str, *, timeout_s: float | None = None,
-                       **settings: Any) -> AsyncIterator[pb.OptimizeEvent]:
+                       **settings: Any) -> AsyncGenerator[pb.OptimizeEvent, None]:
         """Events as they happen; leaving the loop early cancels the session."""
         request = optimize_request(reference, **settings)
         call = self.stub.Optimize(request, timeout=timeout_s,

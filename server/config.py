@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +46,14 @@ class ModelConfig(_Section):
     """`vllm` only: extra AsyncEngineArgs, e.g. max_model_len, tensor_parallel_size."""
     cache_dir: Path = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "drkernel"
     """Where the tiny test model is built when no model is configured."""
+
+    @model_validator(mode="after")
+    def _fits_backend(self) -> ModelConfig:
+        if self.engine_args and self.backend != "vllm":
+            raise ValueError("model.engine_args apply to the vllm backend only")
+        if self.backend == "openai" and self.base_url is None:
+            raise ValueError("the openai backend needs model.base_url")
+        return self
 
 
 class TLSConfig(_Section):
@@ -115,6 +123,19 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
         origin = f" (file {path})" if path else ""
         raise ConfigError("invalid server configuration" + origin + ":\n" + "\n".join(lines)
                           ) from None
+
+
+def flag_overrides(values: Mapping[str, Any], keys: Mapping[str, str],
+                   sets: Iterable[str]) -> dict[str, Any]:
+    """Dotted overrides from command-line flags: `values[flag]` for each flag of `keys` that
+    was given (flag → dotted key), then each `--set KEY=VALUE` of `sets`."""
+    overrides = {key: values[flag] for flag, key in keys.items() if values[flag] is not None}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value
+    return overrides
 
 
 def _read_file(path: Path) -> dict[str, Any]:

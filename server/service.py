@@ -15,7 +15,7 @@ import structlog
 from evaluator import EvalConfig, EvalResult, Problem, RewardConfig, extract_code
 from protos.drkernel.v1 import optimizer_pb2 as pb
 from protos.drkernel.v1 import optimizer_pb2_grpc as pb_grpc
-from refine.backends.protocol import Backend
+from refine.backends.protocol import Backend, BackendDead
 from refine.config import LoopConfig
 from refine.events import Evaluated, Event, Finished
 from refine.loop import Loop
@@ -67,6 +67,9 @@ class KernelOptimizerService(pb_grpc.KernelOptimizerServicer):
 
     async def Optimize(self, request: pb.OptimizeRequest, context: grpc.aio.ServicerContext
                        ) -> AsyncIterator[pb.OptimizeEvent]:
+        if self.backend.dead:
+            raise BackendDead(f"the {self.backend.name} backend is dead; retry on another "
+                              "replica")
         problem = requests.problem(request.reference, request.name, self.max_source_bytes)
         loop = self._loop(requests.loop_config(request, self.loop_config),
                           requests.eval_config(request.evaluator, self.eval_config))

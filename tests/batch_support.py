@@ -25,6 +25,7 @@ class ScriptedByProblem:
     which the first prompt quotes."""
 
     name = "scripted"
+    dead = False
 
     def __init__(self, tokenizer: object, scripts: dict[str, list[str]]):
         """`scripts` maps an example folder (`relu`) to the responses for its reference."""

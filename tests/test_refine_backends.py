@@ -29,7 +29,7 @@ from refine import (
     build_prompt,
     load_template,
 )
-from refine.backends import PromptTooLong
+from refine.backends import BackendDead, BackendError, PromptTooLong, load_backend
 from refine.backends.hf import TransformersBackend
 from refine.backends.openai_api import OpenAIBackend
 from refine.backends.vllm_engine import VLLMBackend
@@ -111,9 +111,11 @@ async def test_transformers_backend_stops_on_stop_token(tiny_model_dir: Path, to
 class StandInEngine:
     """The slice of vLLM's AsyncLLM the backend uses, with a block-free prefix cache."""
 
-    def __init__(self, replies: list[list[int]], hang: bool = False):
+    def __init__(self, replies: list[list[int]], hang: bool = False, dies: bool = False):
         self.replies = replies
         self.hang = hang
+        self.dies = dies
+        self.errored = False
         self.requests: list[tuple[dict[str, Any], dict[str, Any], str]] = []
         self.aborted: list[str] = []
         self.seen: list[list[int]] = []
@@ -123,6 +125,9 @@ class StandInEngine:
         self.requests.append((prompt, params, request_id))
         if self.hang:
             await asyncio.Event().wait()
+        if self.dies:  # as AsyncLLM when its core process exits mid-request
+            self.errored = True
+            raise RuntimeError("EngineCore encountered an issue")
         ids = prompt["prompt_token_ids"]
         cached = max((_common_prefix(ids, seq) for seq in self.seen), default=0)
         output = self.replies.pop(0)
@@ -191,6 +196,18 @@ async def test_cancelling_vllm_generation_aborts_the_request(tokenizer) -> None:
     assert engine.aborted == ["t-0"]
 
 
+async def test_a_dead_vllm_engine_is_backend_dead(tokenizer) -> None:
+    engine = StandInEngine([[1]], dies=True)
+    backend = vllm_backend(engine, tokenizer)
+    assert not backend.dead
+    with pytest.raises(BackendDead, match="EngineCore encountered an issue"):
+        await backend.generate(Prompt([1]), SamplingConfig())
+    assert backend.dead
+    with pytest.raises(BackendDead):
+        await backend.generate(Prompt([1]), SamplingConfig())
+    assert len(engine.requests) == 1, "a dead engine is not sent another request"
+
+
 async def test_openai_token_prompts_and_cached_usage(tokenizer) -> None:
     im_end, im_start = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|im_start|>"])
     bodies: list[dict[str, Any]] = []
@@ -212,6 +229,22 @@ async def test_openai_token_prompts_and_cached_usage(tokenizer) -> None:
     assert bodies[0]["stop_token_ids"] == [im_end, im_start]
     assert generation.token_ids == [5, 6] and generation.usage.cached_tokens == 2
     assert backend.mode == "auto"
+
+
+async def test_openai_endpoint_failures_are_backend_errors(tokenizer) -> None:
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    def html_proxy(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html>gateway</html>")
+
+    for handler, message in ((unreachable, "connection refused"), (html_proxy, "no JSON")):
+        backend = OpenAIBackend("http://vllm/v1", "m", tokenizer, mode="tokens",
+                                transport=httpx.MockTransport(handler))
+        with pytest.raises(BackendError, match=message):
+            await backend.generate(Prompt([1, 2, 3]), SamplingConfig())
+        assert not backend.dead
+        await backend.close()
 
 
 async def test_cancelling_the_loop_aborts_the_engine_request(tokenizer) -> None:
@@ -263,3 +296,13 @@ async def test_transformers_generation_leaves_the_event_loop_free(tiny_model_dir
     elapsed = asyncio.get_running_loop().time() - started
     ticker.cancel()
     assert ticks >= elapsed / 0.01 / 4
+
+
+def test_load_backend_forwards_engine_args_to_vllm_only(monkeypatch) -> None:
+    built: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(VLLMBackend, "from_model",
+                        classmethod(lambda cls, model, **args: built.append((model, args))))
+    load_backend("vllm", "org/model", engine_args={"max_model_len": 4096})
+    assert built == [("org/model", {"max_model_len": 4096})]
+    with pytest.raises(ValueError, match="vllm backend only"):
+        load_backend("transformers", "org/model", engine_args={"max_model_len": 4096})

@@ -10,7 +10,7 @@ import pytest
 from evaluator.api import EvaluatorError
 from refine.backends.protocol import BackendError
 from server import errors
-from server.config import ConfigError, config_keys, load_config
+from server.config import ConfigError, config_keys, flag_overrides, load_config
 from server.errors import ServiceError, status_for
 
 KEYS = [
@@ -91,3 +91,24 @@ def test_every_domain_error_has_a_status_code() -> None:
         assert status_for(cls.__new__(cls)) is not grpc.StatusCode.INTERNAL, cls
     assert status_for(KeyError("bug")) is grpc.StatusCode.INTERNAL
     assert "request id" in errors.public_message(KeyError("secret internals"))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"model.engine_args.max_model_len": 4096}, "engine_args apply to the vllm backend only"),
+    ({"model.backend": "openai"}, "needs model.base_url"),
+])
+def test_model_settings_must_fit_the_backend(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(env={}, overrides=overrides)
+    vllm = load_config(env={}, overrides={"model.backend": "vllm",
+                                          "model.engine_args.max_model_len": 4096})
+    assert vllm.model.engine_args == {"max_model_len": 4096}
+
+
+def test_flags_and_set_items_become_dotted_overrides() -> None:
+    values = {"port": 7, "model": None}
+    keys = {"port": "port", "model": "model.path"}
+    assert flag_overrides(values, keys, ["loop.max_turns=5", "a.b=c=d"]) == {
+        "port": 7, "loop.max_turns": "5", "a.b": "c=d"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        flag_overrides(values, keys, ["loop.max_turns"])

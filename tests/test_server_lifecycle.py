@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 
 from evaluator import EvalConfig, Evaluator
 from protos.drkernel.v1 import optimizer_pb2 as pb
+from refine.backends import BackendDead
 from refine.backends.scripted import ScriptedBackend
 from server.app import SERVICE_NAME
 from server.client import AsyncClient, Connection
@@ -121,6 +122,31 @@ async def test_overload_is_resource_exhausted(tokenizer, evaluator) -> None:
     assert "limit is 1" in session.value.details()
     assert batch.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert sample("drkernel_requests_rejected_total", reason="overload") == rejected_before + 2
+
+
+async def test_a_dead_backend_turns_health_not_serving(tokenizer, evaluator) -> None:
+    """The engine died: the session that saw it and every later Optimize get UNAVAILABLE,
+    health goes NOT_SERVING; Evaluate needs no model and still answers."""
+    backend = ScriptedBackend(tokenizer, [BackendDead("engine core process exited")])
+    async with running(backend, evaluator) as server, \
+            AsyncClient(f"127.0.0.1:{server.port}") as client:
+        health = health_pb2_grpc.HealthStub(client.channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=10)
+        before = (await watch.read()).status
+        with pytest.raises(grpc.aio.AioRpcError) as died:
+            _ = [e async for e in client.optimize(RELU)]
+        after = (await watch.read()).status
+        watch.cancel()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            _ = [e async for e in client.optimize(RELU)]
+        evaluated = await client.evaluate(RELU, SOLUTION, timeout_s=30)
+    assert before == health_pb2.HealthCheckResponse.SERVING
+    assert after == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert died.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "engine core process exited" in died.value.details()
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "backend is dead" in refused.value.details()
+    assert len(backend.prompts) == 1 and evaluated.reward > 0
 
 
 async def test_bearer_auth(tokenizer, evaluator) -> None:

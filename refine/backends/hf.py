@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 class TransformersBackend:
     name = "transformers"
+    dead = False
 
     def __init__(self, model: Any, tokenizer: ChatTokenizer):
         self.model = model

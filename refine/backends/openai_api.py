@@ -24,6 +24,8 @@ PromptMode = Literal["auto", "tokens", "chat"]
 
 class OpenAIBackend:
     name = "openai"
+    dead = False
+    """Endpoint failures are per request: the server behind it may come back."""
 
     def __init__(self, base_url: str, model: str, tokenizer: ChatTokenizer, *,
                  api_key: str | None = None, mode: PromptMode = "auto",
@@ -38,15 +40,19 @@ class OpenAIBackend:
 
     async def generate(self, prompt: Prompt, sampling: SamplingConfig) -> Generation:
         if self.mode != "chat":
-            response = await self._client.post("/completions", json=self._tokens_body(prompt,
-                                                                                       sampling))
+            response = await self._post("/completions", self._tokens_body(prompt, sampling))
             if response.is_success or self.mode == "tokens" or response.status_code not in (
                     400, 404, 422):
                 return self._tokens_generation(_json(response), len(prompt.token_ids))
             self.mode = "chat"
-        response = await self._client.post("/chat/completions",
-                                           json=self._chat_body(prompt, sampling))
+        response = await self._post("/chat/completions", self._chat_body(prompt, sampling))
         return self._chat_generation(_json(response), len(prompt.token_ids))
+
+    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        try:
+            return await self._client.post(path, json=body)
+        except httpx.TransportError as exc:
+            raise BackendError(f"{self._client.base_url}{path}: {exc!r}") from exc
 
     def _common(self, sampling: SamplingConfig) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "temperature": sampling.temperature,
@@ -93,5 +99,12 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     if not response.is_success:
         raise BackendError(f"{response.request.url} answered {response.status_code}: "
                            f"{response.text[:500]}")
-    data: dict[str, Any] = response.json()
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise BackendError(f"{response.request.url} answered with no JSON: "
+                           f"{response.text[:500]}") from exc
+    if not isinstance(data, dict) or not data.get("choices"):
+        raise BackendError(f"{response.request.url} answered without choices: "
+                           f"{response.text[:500]}")
     return data

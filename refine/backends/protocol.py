@@ -17,6 +17,10 @@ class BackendError(RuntimeError):
     """The model server or engine failed to produce a generation."""
 
 
+class BackendDead(BackendError):
+    """The engine has died and will not generate again; only a restart brings it back."""
+
+
 class PromptTooLong(BackendError):
     """The conversation no longer leaves room for new tokens in the model's context."""
 
@@ -45,6 +49,12 @@ class Generation:
 class Backend(Protocol):
     name: str
     tokenizer: ChatTokenizer
+
+    @property
+    def dead(self) -> bool:
+        """True once the backend can never generate again (its engine died); a server then
+        reports NOT_SERVING so probes restart it and balancers route elsewhere."""
+        ...
 
     async def generate(self, prompt: Prompt, sampling: SamplingConfig) -> Generation:
         """Continue `prompt`; cancelling the awaiting task stops the generation."""

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from refine.backends.protocol import BackendError, Generation, new_token_budget
+from refine.backends.protocol import BackendDead, BackendError, Generation, new_token_budget
 from refine.chat import QWEN3_STOP_TOKENS, ChatFormat, Prompt
 from refine.config import SamplingConfig
 from refine.events import Usage
@@ -67,7 +67,14 @@ class VLLMBackend:
         return cls(engine, AutoTokenizer.from_pretrained(model),
                    max_model_len=engine.model_config.max_model_len)
 
+    @property
+    def dead(self) -> bool:
+        """`AsyncLLM.errored`: its engine core process is gone or its output handler died."""
+        return bool(self.engine.errored)
+
     async def generate(self, prompt: Prompt, sampling: SamplingConfig) -> Generation:
+        if self.dead:
+            raise BackendDead("the vLLM engine is dead; the server needs a restart")
         request_id = next(self._request_ids)
         max_tokens = new_token_budget(len(prompt.token_ids), sampling.max_new_tokens,
                                       self.max_model_len)
@@ -80,6 +87,12 @@ class VLLMBackend:
                 final = output
         except asyncio.CancelledError:
             await self.engine.abort(request_id)
+            raise
+        except Exception as exc:
+            # AsyncLLM raises EngineDeadError once its core is gone; `errored` tells that
+            # apart from a failure of this one request without importing vllm here.
+            if self.dead:
+                raise BackendDead(f"the vLLM engine died: {exc!r}") from exc
             raise
         if final is None or not final.outputs:
             raise BackendError(f"vLLM request {request_id} ended without output")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import grpc
@@ -48,13 +48,14 @@ def event_from_proto(message: pb.OptimizeEvent) -> Event | None:
     return None
 
 
-async def _events(stream: AsyncIterator[pb.OptimizeEvent]) -> AsyncIterator[Event]:
+async def _events(stream: AsyncGenerator[pb.OptimizeEvent, None]
+                  ) -> AsyncGenerator[Event, None]:
     try:
         async for message in stream:
             if (event := event_from_proto(message)) is not None:
                 yield event
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
 
 
 class RemoteSolver:

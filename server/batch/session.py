@@ -3,9 +3,8 @@ each turn, and turn what happened into a `ProblemRecord`."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from refine.events import BestUpdated, Evaluated, Event, Finished, Turn, TurnStarted, Usage
@@ -48,7 +47,7 @@ class _State:
         return bool(latest) and (not earlier or max(latest) > max(earlier))
 
 
-async def run_session(name: str, path: str, events: AsyncIterator[Event], gate: Gate,
+async def run_session(name: str, path: str, events: AsyncGenerator[Event, None], gate: Gate,
                       target_speedup: float | None) -> tuple[ProblemRecord, Turn | None]:
     """The record and the best turn (its code is the kernel to keep); the events' generator
     is closed before returning, which cancels any work still in flight."""
@@ -56,8 +55,7 @@ async def run_session(name: str, path: str, events: AsyncIterator[Event], gate: 
     try:
         await _consume(name, events, gate, target_speedup, state)
     finally:
-        with contextlib.suppress(Exception):
-            await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         await gate.finish(name)
     return _record(name, path, state, target_speedup, time.monotonic() - started), state.best
 

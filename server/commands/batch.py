@@ -26,7 +26,7 @@ from server.batch import (
     pending,
     run_batch,
 )
-from server.config import ConfigError, ModelConfig, ServerConfig, load_config
+from server.config import ConfigError, ModelConfig, ServerConfig, flag_overrides, load_config
 
 HELP = "optimise many KernelBench-format problems (files, folders, globs) at once"
 _FLAGS = {"model": "model.path", "backend": "model.backend", "device": "evaluator.device",
@@ -87,15 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
-    overrides = {key: getattr(args, flag) for flag, key in _FLAGS.items()
-                 if getattr(args, flag) is not None}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = value
     try:
-        return load_config(args.config, overrides=overrides)
+        return load_config(args.config, overrides=flag_overrides(vars(args), _FLAGS, args.set))
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
 
@@ -120,7 +113,8 @@ async def _in_process(problems: list[ProblemFile], settings: BatchSettings,
     backend, _ = load_model(config.model)
     try:
         async with Evaluator(workers=config.workers, config=config.evaluator,
-                             reward_config=config.reward) as evaluator:
+                             reward_config=config.reward,
+                             gpus=config.evaluator_gpus or None) as evaluator:
             solver = LocalSolver(backend, evaluator, loop_config_for(config.loop, settings),
                                  budget, settings.target_speedup)
             return await run_batch(problems, solver, store, settings, progress)

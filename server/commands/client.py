@@ -15,8 +15,6 @@ from google.protobuf.json_format import MessageToDict
 from protos.drkernel.v1 import optimizer_pb2 as pb
 from protos.drkernel.v1 import result_pb2 as rpb
 from server.client import Client, Connection
-from server.commands.eval import summary
-from server.mapping import result_from_proto
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -79,6 +77,11 @@ def _evaluate(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print(response, args)
     else:
+        # Imported here: the text summary goes through `evaluator`, which imports torch
+        # (seconds); the other actions need neither.
+        from server.commands.eval import summary
+        from server.mapping import result_from_proto
+
         print(summary(result_from_proto(response.result)))
         print(f"reward: {response.reward:.3f}")
     return 0

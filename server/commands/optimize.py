@@ -43,6 +43,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. "
                                            "http://localhost:8000/v1")
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
+    parser.add_argument("--engine-args", type=json.loads, default={}, metavar="JSON",
+                        help='vllm: extra AsyncEngineArgs, e.g. \'{"max_model_len": 32768}\'')
     parser.add_argument("--turns", type=int, default=LoopConfig.max_turns)
     parser.add_argument("--samples", type=int, default=LoopConfig.samples_per_turn)
     parser.add_argument("--history", choices=("all", "window"), default="all")
@@ -70,7 +72,8 @@ async def _optimize(args: argparse.Namespace) -> int:
     problem = Problem(args.reference.read_text(), name=args.reference.stem)
     config = _loop_config(args)
     backend = load_backend(args.backend, args.model, base_url=args.base_url,
-                           api_key=args.api_key, device=args.device)
+                           api_key=args.api_key, device=args.device,
+                           engine_args=args.engine_args)
     try:
         async with Evaluator(workers=args.workers,
                              config=EvalConfig(device=args.device)) as evaluator:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from server.app import serve
-from server.config import ConfigError, load_config
+from server.config import ConfigError, flag_overrides, load_config
 from server.logs import configure_logging
 
 _FLAGS = {"host": "host", "port": "port", "metrics_port": "metrics_port", "model": "model.path",
@@ -33,15 +33,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {key: getattr(args, flag) for flag, key in _FLAGS.items()
-                 if getattr(args, flag) is not None}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"drkernel serve: --set needs KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        overrides[key.strip()] = value
     try:
+        overrides = flag_overrides(vars(args), _FLAGS, args.set)
         config = load_config(args.config, overrides=overrides)
     except ConfigError as exc:
         print(f"drkernel serve: {exc}", file=sys.stderr)
