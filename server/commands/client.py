@@ -83,7 +83,6 @@ def _evaluate(client: Client, args: argparse.Namespace) -> int:
         from server.mapping import result_from_proto
 
         print(summary(result_from_proto(response.result)))
-        print(f"reward: {response.reward:.3f}")
     return 0
 
 

@@ -77,7 +77,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   "gpu_memory_utilization" .Values.model.gpuMemoryUtilization
   "tensor_parallel_size" (int .Values.model.tensorParallelSize)
 -}}
-{{- $_ := set $config "model" (dict "backend" .Values.model.backend "path" .Values.model.name "engine_args" $engine) -}}
+{{- $model := dict "backend" .Values.model.backend "path" .Values.model.name -}}
+{{- if eq .Values.model.backend "vllm" -}}
+{{- $_ := set $model "engine_args" $engine -}}
+{{- end -}}
+{{- $_ := set $config "model" $model -}}
 {{- $_ := set $config "evaluator" (dict "device" "cuda") -}}
 {{- toYaml (mustMergeOverwrite $config (deepCopy .Values.config)) -}}
 {{- end -}}
