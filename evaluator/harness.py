@@ -6,7 +6,6 @@ The child never judges: it reports outputs and what it saw, and the worker decid
 from __future__ import annotations
 
 import errno
-import importlib.util
 import random
 import re
 import sys
@@ -79,15 +78,15 @@ def trial_seeds(seed: int, n: int) -> list[int]:
     return [int(s) for s in torch.randint(0, 2**31 - 1, (n,))]
 
 
-def load_module(path: str, name: str, status: str = "compile_error") -> ModuleType:
+def load_module(source: str, path: str, name: str, status: str = "compile_error") -> ModuleType:
+    """Run `source` as module `name`, from memory: the file at `path` (which Triton and
+    tracebacks read) is not trusted to still hold what the worker wrote."""
     try:
-        with open(path, encoding="utf-8") as f:
-            compile(f.read(), path, "exec")
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
+        code = compile(source, path, "exec")
+        module = ModuleType(name)
+        module.__file__ = path
         sys.modules[name] = module  # Triton's JIT looks kernels' globals up through the module
-        spec.loader.exec_module(module)
+        exec(code, module.__dict__)
         return module
     except BaseException as exc:
         raise Failure(status, exc, path) from exc
@@ -112,8 +111,9 @@ def init_inputs(ref: ModuleType, seed: int) -> tuple[list[Any], dict[str, Any]]:
     return init, {}
 
 
-def build(cls: type, ref: ModuleType, seed: int, device: torch.device) -> torch.nn.Module:
-    args, kwargs = init_inputs(ref, seed)
+def build(cls: type, init: tuple[list[Any], dict[str, Any]], seed: int,
+          device: torch.device) -> torch.nn.Module:
+    args, kwargs = init
     set_seed(seed)
     with _no_grad():
         model = cls(*args, **kwargs)
@@ -174,6 +174,9 @@ def tensors_only(values: list[Any], path: str) -> list[torch.Tensor]:
 
 def reference_main(chan: Channel, job: dict[str, Any]) -> None:
     device = device_of(job)
+    mon = monitor.Monitor(candidate_path=job["reference_path"])
+    monitor.install(mon)  # the sandbox's refusals hold for the problem's code too
+    mon.active = True
     try:
         header, tensors = run_reference(job, device)
     except Failure as failure:
@@ -184,89 +187,111 @@ def reference_main(chan: Channel, job: dict[str, Any]) -> None:
 
 def run_reference(job: dict[str, Any], device: torch.device) -> tuple[dict[str, Any], list[Any]]:
     path, cfg = job["reference_path"], job["config"]
-    ref = load_module(path, "drkernel_reference", status="runtime_error")
+    ref = load_module(job["reference"], path, "drkernel_reference", status="runtime_error")
     require(ref, ("Model", "get_inputs", "get_init_inputs"), path)
     try:
-        model = build(ref.Model, ref, cfg["seed"], device)
+        model = build(ref.Model, init_inputs(ref, cfg["seed"]), cfg["seed"], device)
         plan, outputs, counts, ops = [], [], [], Counter[str]()
-        input_dtypes: set[str] = set()
+        trial_inputs: list[list[Any]] = []
         for i, seed in enumerate(trial_seeds(cfg["seed"], cfg["correct_trials"])):
             dist = cfg["distributions"][i % len(cfg["distributions"])]
-            ys, tracer = _reference_trial(model, ref, seed, dist, device)
+            inputs, ys, tracer = _reference_trial(model, ref, seed, dist, device)
             if dist != "native" and not all(bool(torch.isfinite(y).all()) for y in ys):
                 dist = "native"  # the problem's domain needs its own inputs (e.g. log of x)
-                ys, tracer = _reference_trial(model, ref, seed, dist, device)
+                inputs, ys, tracer = _reference_trial(model, ref, seed, dist, device)
             plan.append(dist)
+            trial_inputs.append(inputs)
             outputs += ys
             counts.append(len(ys))
             ops.update(tracer.ops)
-            input_dtypes |= {str(x.dtype).removeprefix("torch.")
-                             for x in make_inputs(ref, seed, dist, device)
-                             if isinstance(x, torch.Tensor)}
+        input_dtypes = {str(x.dtype).removeprefix("torch.") for inputs in trial_inputs
+                        for x in inputs if isinstance(x, torch.Tensor)}
         header: dict[str, Any] = {"ok": True, "plan": plan, "counts": counts, "ops": dict(ops),
                                   "input_dtypes": sorted(input_dtypes)}
         if job.get("time"):
-            inputs = make_inputs(ref, cfg["seed"], "native", device)
-            header["timing"] = timing.time_forward(model, inputs, cfg)
+            header["timing"], _ = timing.time_forward(model, trial_inputs, cfg)
     except BaseException as exc:
         raise Failure("runtime_error", exc, path) from exc
     return header, outputs
 
 
 def _reference_trial(model: torch.nn.Module, ref: ModuleType, seed: int, dist: str,
-                     device: torch.device) -> tuple[list[torch.Tensor], monitor.OpTracer]:
+                     device: torch.device
+                     ) -> tuple[list[Any], list[torch.Tensor], monitor.OpTracer]:
     inputs = make_inputs(ref, seed, dist, device)
     with _no_grad(), traced() as tracer:
-        ys = flatten(model(*inputs))
+        ys = flatten(model(*[x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]))
     sync(device)
-    return [y.detach() for y in tensors_only(ys, "")], tracer
+    return inputs, [y.detach() for y in tensors_only(ys, "")], tracer
 
 
 # ---------------------------------------------------------------- candidate child
 
 
 def candidate_main(chan: Channel, job: dict[str, Any]) -> None:
+    # What the report depends on is bound here, before any candidate code runs: the
+    # candidate can replace module and class attributes (which the snapshot reveals),
+    # not these locals.
+    send, pack_, snapshot, patched = chan.send, pack, monitor.snapshot, monitor.patched
     device = device_of(job)
     mon = monitor.Monitor(candidate_path=job["candidate_path"])
     monitor.install(mon)
-    before = monitor.snapshot()
-    run = _CandidateRun(job, device, mon)
+    try:
+        run = _CandidateRun(job, device, mon)
+    except Failure as failure:
+        send(pack_({"ok": False, "status": failure.status, "error": failure.error}))
+        return
+    before = snapshot()
     try:
         header, tensors = run.correctness()
     except Failure as failure:
         header = {"ok": False, "status": failure.status, "error": failure.error}
         tensors = []
     mon.active = False
-    header["patched"] = monitor.patched(before, monitor.snapshot())
-    header["findings"] = mon.findings
-    chan.send(pack(header, tensors))
+    header["patched"] = patched(before, snapshot())
+    header["findings"] = list(mon.findings)
+    send(pack_(header, tensors))
     if header["ok"] and device.type == "cuda" and chan.wait_go():
-        chan.send(pack(run.performance()))
+        try:
+            perf, timed = run.performance()
+        except Failure as failure:
+            perf, timed = {"ok": False, "status": failure.status, "error": failure.error}, []
+        perf["patched"] = patched(before, snapshot())
+        perf["findings"] = list(mon.findings)
+        send(pack_(perf, timed))
 
 
 class _CandidateRun:
+    """One candidate's trials and probes. Every input is made before the candidate's code
+    is loaded, so nothing it does (e.g. wrapping the reference's `get_inputs`) changes them."""
+
     def __init__(self, job: dict[str, Any], device: torch.device, mon: monitor.Monitor) -> None:
         self.job, self.device, self.mon = job, device, mon
         self.cfg = job["config"]
         self.path = job["candidate_path"]
-        self.seeds = trial_seeds(self.cfg["seed"], self.cfg["correct_trials"])
-        plan = job.get("plan", [])
+        self.plan: list[str] = job["plan"]
+        ref = load_module(job["reference"], job["reference_path"], "drkernel_reference",
+                          "runtime_error")
+        self.init = init_inputs(ref, self.cfg["seed"])
+        seeds = trial_seeds(self.cfg["seed"], self.cfg["correct_trials"])
+        self.trial_inputs = [make_inputs(ref, seed, dist, device)
+                             for seed, dist in zip(seeds, self.plan, strict=True)]
         # Skipping an in-place kernel leaves its input untouched, which is the right answer
         # for e.g. ReLU on non-negative inputs: probe on normal inputs where there are some.
-        self.ghost_trial = plan.index("normal") if "normal" in plan else 0
+        self.ghost_trial = self.plan.index("normal") if "normal" in self.plan else 0
 
     def correctness(self) -> tuple[dict[str, Any], list[torch.Tensor]]:
-        self.ref = load_module(self.job["reference_path"], "drkernel_reference", "runtime_error")
         self.mon.active = True
-        cand = load_module(self.path, "drkernel_candidate")
-        require(cand, ("ModelNew",), self.path)
-        self.model = self._guard(lambda: build(cand.ModelNew, self.ref, self.cfg["seed"],
-                                               self.device))
+        with traced() as loading:
+            cand = load_module(self.job["candidate"], self.path, "drkernel_candidate")
+            require(cand, ("ModelNew",), self.path)
+            self.model = self._guard(lambda: build(cand.ModelNew, self.init, self.cfg["seed"],
+                                                   self.device))
         outputs: list[torch.Tensor] = []
         counts, ops, downcasts, own = [], Counter[str](), [], []
-        for seed, dist in zip(self.seeds, self.job["plan"], strict=True):
+        for k in range(len(self.trial_inputs)):
             start = len(self.mon.launches)
-            ys, tracer = self._trial(self.inputs(seed, dist))
+            ys, tracer = self._trial(self.inputs(k))
             outputs += ys
             counts.append(len(ys))
             ops.update(tracer.ops)
@@ -274,15 +299,17 @@ class _CandidateRun:
             own.append(sum(launch.own for launch in self.mon.launches[start:]))
         probes = self._probes()
         header = {
-            "ok": True, "counts": counts, "ops": dict(ops), "downcasts": downcasts[:8],
-            "own_launches_per_trial": own, "launches": _launch_summary(self.mon.launches),
+            "ok": True, "counts": counts, "ops": dict(ops), "load_ops": dict(loading.ops),
+            "downcasts": downcasts[:8], "own_launches_per_trial": own,
+            "launches": _launch_summary(self.mon.launches),
             "own_launches_grad": self.own_launches_grad, "ghost_trial": self.ghost_trial,
             "groups": {k: len(v) for k, v in probes.items()},
         }
         return header, outputs + [t for group in probes.values() for t in group]
 
-    def inputs(self, seed: int, dist: str) -> list[Any]:
-        return make_inputs(self.ref, seed, dist, self.device)
+    def inputs(self, trial: int) -> list[Any]:
+        """Fresh copies of a trial's inputs (the candidate may have written to earlier ones)."""
+        return [x.clone() if isinstance(x, torch.Tensor) else x for x in self.trial_inputs[trial]]
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -327,24 +354,22 @@ class _CandidateRun:
 
     def _probes(self) -> dict[str, list[torch.Tensor]]:
         """Extra forwards on trial 0's inputs that expose caching, garbage reads and decoys."""
-        first, second = self.seeds[0], self.seeds[-1]
-        plan = self.job["plan"]
+        last = len(self.trial_inputs) - 1
         probes: dict[str, list[torch.Tensor]] = {}
         start = len(self.mon.launches)
-        self._forward(self.inputs(first, plan[0]), grad=True)
+        self._forward(self.inputs(0), grad=True)
         self.own_launches_grad = sum(launch.own for launch in self.mon.launches[start:])
-        reused = self.inputs(first, plan[0])
+        reused = self.inputs(0)
         self._forward(reused)
-        for x, fresh in zip(reused, self.inputs(second, plan[-1]), strict=True):
+        for x, fresh in zip(reused, self.inputs(last), strict=True):
             if isinstance(x, torch.Tensor) and x.shape == fresh.shape:
                 x.copy_(fresh)
         probes["same_objects"] = [_plain_copy(y) for y in self._forward(reused)[0]]
         probes["poisoned"] = [_plain_copy(y)
-                              for y in self._forward(self.inputs(first, plan[0]), poison=True)[0]]
+                              for y in self._forward(self.inputs(0), poison=True)[0]]
         self.mon.suppress_own_launches = True
         try:
-            ghost = self._forward(self.inputs(self.seeds[self.ghost_trial],
-                                              plan[self.ghost_trial]), poison=True)[0]
+            ghost = self._forward(self.inputs(self.ghost_trial), poison=True)[0]
             probes["ghost"] = [_plain_copy(y) for y in ghost]
         except Failure:
             probes["ghost"] = []
@@ -352,17 +377,23 @@ class _CandidateRun:
             self.mon.suppress_own_launches = False
         return probes
 
-    def performance(self) -> dict[str, Any]:
-        inputs = self.inputs(self.cfg["seed"], "native")
+    def performance(self) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        """Timing and profile, plus the outputs of the last timed calls for the judge."""
+        input_sets = [self.inputs(k) for k in range(len(self.trial_inputs))]
         self.mon.active = True
         start = len(self.mon.launches)
-        result: dict[str, Any] = {"timing": timing.time_forward(self.model, inputs, self.cfg)}
+        stats, timed = self._guard(lambda: timing.time_forward(self.model, input_sets, self.cfg))
+        header: dict[str, Any] = {"timing": stats}
         if self.cfg["profile"]:
             own = {launch.name for launch in self.mon.launches[start:] if launch.own}
-            result["profile"] = timing.profile_forward(self.model, inputs, own)
-        result["side_stream"] = any(launch.side_stream for launch in self.mon.launches[start:])
+            header["profile"] = self._guard(
+                lambda: timing.profile_forward(self.model, input_sets[0], own))
+        header["side_stream"] = any(launch.side_stream for launch in self.mon.launches[start:])
         self.mon.active = False
-        return result
+        outputs = {k: [_plain_copy(y) for y in tensors_only(ys, self.path)]
+                   for k, ys in timed.items()}
+        header["timed_counts"] = {str(k): len(ys) for k, ys in outputs.items()}
+        return header, [y for ys in outputs.values() for y in ys]
 
 
 def _launch_summary(launches: list[monitor.Launch]) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,26 +34,15 @@ GLUE_OPS = frozenset({
     "is_same_size", "resize_", "arange", "scalar_tensor", "view_as", "type_as", "movedim",
     "result_type", "_has_compatible_shallow_copy_type", "random_", "normal_", "uniform_",
     "pad", "constant_pad_nd", "repeat", "index", "index_select", "is_nonzero", "dim",
-    "size", "stride", "numel", "clamp_min_", "unfold",
+    "size", "stride", "numel", "unfold",
 })
-MATMUL_CONV_OPS = frozenset({
-    "mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "addmv", "mv", "dot", "einsum",
-    "convolution", "_convolution", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
-    "conv_transpose2d", "conv_transpose3d", "cudnn_convolution", "mkldnn_convolution",
-    "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-    "_scaled_dot_product_attention_math", "_scaled_dot_product_flash_attention_for_cpu",
-    "scaled_dot_product_attention",
-})
-HEAVY_OPS = MATMUL_CONV_OPS | frozenset({
-    "_softmax", "softmax", "_log_softmax", "log_softmax", "native_layer_norm", "layer_norm",
-    "native_group_norm", "group_norm", "native_batch_norm", "_native_batch_norm_legit",
-    "_native_batch_norm_legit_no_training", "batch_norm", "rms_norm", "_fused_rms_norm",
-    "sum", "mean", "var", "std", "var_mean", "std_mean", "amax", "amin", "max", "min",
-    "argmax", "argmin", "prod", "cumsum", "cumprod", "logsumexp", "norm", "linalg_vector_norm",
-    "topk", "sort", "_cdist_forward", "embedding", "max_pool2d_with_indices", "avg_pool2d",
-    "_adaptive_avg_pool2d", "upsample_bilinear2d", "upsample_nearest2d", "gather", "scatter",
-    "cross_entropy_loss", "nll_loss_forward", "kl_div", "mse_loss", "huber_loss",
-})
+# Matmul, convolution, attention, reductions, normalisation, softmax, pooling, gathers:
+# the work a kernel problem is about. A custom op of another namespace counts too.
+_HEAVY = re.compile(
+    r"mm|conv|attention|einsum|dot|^mv$|addmv|linear|softmax|norm|sum|mean|var|std|prod|cum"
+    r"|^max|^min|amax|amin|argm|logsumexp|sort|topk|kthvalue|median|mode|pool|upsample"
+    r"|interp|embedding|gather|scatter|index_add|cdist|loss|kl_div|fft|linalg|histc|bincount")
+_HOST_READS_PER_TRIAL = 64
 _LOW_FLOATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 
@@ -91,7 +81,7 @@ def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
     h = cand.header
     if not h["ok"]:
         result = failed(h["status"], h.get("error"), device)
-        result.hacks = _runtime_hacks(h) if result.status is not Status.COMPILE_ERROR else []
+        result.hacks = _runtime_hacks(h)
         if result.hacks:
             result.status = Status.HACKED
         return result
@@ -102,7 +92,7 @@ def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
     diffs: list[float] = []
     means: list[float] = []
     problem = ""
-    hacks = _runtime_hacks(h) + static_hacks
+    hacks = _runtime_hacks(h)
     for i, (want, got) in enumerate(zip(ref_trials, cand_trials, strict=True)):
         issue = _mismatch(want, got)
         if issue is None:
@@ -126,6 +116,7 @@ def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
     hacks += _caching(ref_trials, cand_trials, cfg)
     hacks += _probe_hacks(cfg, ref_trials, cand_trials, cand, passes)
     hacks += _compute_hacks(ref.header, h, passed)
+    hacks += _static(static_hacks, ref.header, passed)
     result.hacks = _dedupe(hacks)
     result.profile = _cpu_profile(h)
     if result.hacks:
@@ -209,20 +200,8 @@ def _compute_hacks(ref: dict[str, Any], cand: dict[str, Any], passed: bool) -> l
         where = "with gradients enabled" if all(launches) else "in inference mode"
         hacks.append(Hack(HackKind.DECOY,
                           f"no Triton kernel of the candidate's own was launched {where}"))
-    cand_ops = compute_ops(cand["ops"])
-    ref_ops = compute_ops(ref["ops"])
-    shared = cand_ops & ref_ops
-    heavy = (shared & HEAVY_OPS) | (cand_ops & MATMUL_CONV_OPS)
-    if not ref_ops & HEAVY_OPS:
-        heavy |= shared
-    if heavy:
-        raised = [f"{r['name']} raised {', '.join(r['raised'])}"
-                  for r in cand["launches"] if r["own"] and r["raised"]]
-        note = f" after {'; '.join(raised)} (fallback)" if raised else ""
-        hacks.append(Hack(HackKind.FRAMEWORK_COMPUTE,
-                          f"the forward ran torch {', '.join(sorted(heavy))}{note}"))
-    low_inputs = any(d in _LOW_FLOATS for d in ref.get("input_dtypes", []))
-    if passed and not low_inputs:  # a wrong output dtype is plainly incorrect
+    hacks += _framework_compute(ref, cand)
+    if passed and not _low_precision_problem(ref):  # a wrong output dtype is plainly incorrect
         down = [r["name"] for r in cand["launches"]
                 if r["own"] and any(d in _LOW_FLOATS for d in r["dtypes"])]
         if down or cand.get("downcasts"):
@@ -230,6 +209,45 @@ def _compute_hacks(ref: dict[str, Any], cand: dict[str, Any], passed: bool) -> l
             hacks.append(Hack(HackKind.PRECISION_DOWNCAST,
                               f"full-precision problem computed in lower precision: {evidence}"))
     return hacks
+
+
+def _framework_compute(ref: dict[str, Any], cand: dict[str, Any]) -> list[Hack]:
+    """Torch still doing the problem's work: heavy ops, or any compute at all where the
+    reference is purely element-wise (its element-wise op then *is* the work)."""
+    cand_ops = compute_ops(cand["ops"])
+    elementwise_problem = not any(is_heavy(op) for op in compute_ops(ref["ops"]))
+    work = cand_ops if elementwise_problem else {op for op in cand_ops if is_heavy(op)}
+    hacks = []
+    if work:
+        raised = [f"{r['name']} raised {', '.join(r['raised'])}"
+                  for r in cand["launches"] if r["own"] and r["raised"]]
+        note = f" after {'; '.join(raised)} (fallback)" if raised else ""
+        hacks.append(Hack(HackKind.FRAMEWORK_COMPUTE,
+                          f"the forward ran torch {', '.join(sorted(work))}{note}"))
+    loading = {op for op in compute_ops(cand.get("load_ops", {})) if is_heavy(op)}
+    if loading:
+        hacks.append(Hack(HackKind.FRAMEWORK_COMPUTE,
+                          f"torch {', '.join(sorted(loading))} ran while loading the candidate"))
+    reads = cand["ops"].get("_local_scalar_dense", 0)
+    if reads > _HOST_READS_PER_TRIAL * len(cand["counts"]):
+        hacks.append(Hack(HackKind.FRAMEWORK_COMPUTE,
+                          f"read {reads} tensor elements one by one on the host"))
+    return hacks
+
+
+def is_heavy(op: str) -> bool:
+    return "::" in op or bool(_HEAVY.search(op))
+
+
+def _static(hacks: list[Hack], ref: dict[str, Any], passed: bool) -> list[Hack]:
+    """Lower-precision types in the source are evidence only on a full-precision problem
+    that passed (a wrong output dtype is plainly incorrect)."""
+    full_precision = passed and not _low_precision_problem(ref)
+    return [h for h in hacks if h.kind is not HackKind.PRECISION_DOWNCAST or full_precision]
+
+
+def _low_precision_problem(ref: dict[str, Any]) -> bool:
+    return any(d in _LOW_FLOATS for d in ref.get("input_dtypes", []))
 
 
 def compute_ops(ops: dict[str, int]) -> set[str]:
@@ -250,20 +268,40 @@ def _cpu_profile(header: dict[str, Any]) -> Profile:
                    torch_compute_ops=sorted(compute_ops(header["ops"])))
 
 
-def add_performance(result: EvalResult, ref_timing: dict[str, Any],
-                    perf: dict[str, Any]) -> EvalResult:
-    result.ref_timing = TimingStats(**ref_timing)
-    result.kernel_timing = TimingStats(**perf["timing"])
+def add_performance(result: EvalResult, ref: Report, perf: Report,
+                    cfg: dict[str, Any]) -> EvalResult:
+    """Speed, profile and the late checks: the timed calls' outputs, late patching."""
+    h = perf.header
+    if not h.get("ok", True):
+        failure = failed(h["status"], h.get("error"), result.device)
+        failure.hacks = _runtime_hacks(h)
+        failure.status = Status.HACKED if failure.hacks else failure.status
+        return failure
+    result.ref_timing = TimingStats(**ref.header["timing"])
+    result.kernel_timing = TimingStats(**h["timing"])
     result.ref_ms, result.kernel_ms = result.ref_timing.mean_ms, result.kernel_timing.mean_ms
     result.speedup = result.ref_ms / result.kernel_ms if result.kernel_ms > 0 else None
-    profile = perf.get("profile")
-    if profile:
-        result.profile.kernels = [KernelRow(**k) for k in profile["kernels"]]
-        result.profile.triton_time_coverage = profile["coverage"]
-    if perf.get("side_stream"):
-        result.hacks.append(Hack(HackKind.SIDE_STREAM, "a Triton kernel ran on a side stream"))
+    if h.get("profile"):
+        result.profile.kernels = [KernelRow(**k) for k in h["profile"]["kernels"]]
+        result.profile.triton_time_coverage = h["profile"]["coverage"]
+    late = _runtime_hacks(h) + _timed_outputs(ref, perf, cfg)
+    if h.get("side_stream"):
+        late.append(Hack(HackKind.SIDE_STREAM, "a Triton kernel ran on a side stream"))
+    if late:
+        result.hacks = _dedupe(result.hacks + late)
         result.status, result.correct = Status.HACKED, False
     return result
+
+
+def _timed_outputs(ref: Report, perf: Report, cfg: dict[str, Any]) -> list[Hack]:
+    want = ref.split(ref.header["counts"])
+    counts = {int(k): n for k, n in perf.header.get("timed_counts", {}).items()}
+    got = perf.split([counts[k] for k in sorted(counts)])
+    for k, outputs in zip(sorted(counts), got, strict=True):
+        if not _allclose(want[k], outputs, cfg):
+            return [Hack(HackKind.OUTPUT_CACHING,
+                         f"a timed call on trial {k}'s inputs returned a wrong output")]
+    return []
 
 
 def _all_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:

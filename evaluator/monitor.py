@@ -1,20 +1,25 @@
 """Run-time watch over a candidate, installed in the child before its source is loaded.
 
-Every observation is attributed to the code that caused it: the first frame outside the
-standard library. Only the candidate's own frames count as evidence; Triton and torch
-reading environment variables or opening cache files are not the candidate's doing.
+Every observation is attributed to the code that caused it: the nearest frame outside the
+standard library. Frames of installed libraries (torch, Triton) and of the judge are
+trusted; anything else (the candidate, the reference, code compiled at run time) is not.
+Triton reading environment variables or opening cache files is not the candidate's doing.
+Code objects cannot claim a trusted file name: compiling, creating code or functions from
+untrusted code is refused, and any source compiled under a trusted path must be that file.
 """
 
 from __future__ import annotations
 
 import _thread
 import os
+import posix
 import sys
 import sysconfig
 import threading
 import time
 import types
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,28 +27,35 @@ import torch
 import triton
 from torch.utils._python_dispatch import TorchDispatchMode
 
-_STDLIB = tuple(
-    os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")
-)
+
+def _dirs(*keys: str) -> tuple[str, ...]:
+    return tuple(sorted({os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in keys}))
+
+
+_LIBRARIES = _dirs("purelib", "platlib")
+_STDLIB = _dirs("stdlib", "platstdlib")
 _HERE = os.path.dirname(os.path.realpath(__file__)) + os.sep
 _TRITON_DIR = os.path.dirname(os.path.realpath(triton.__file__)) + os.sep
+_TORCH_DIR = os.path.dirname(os.path.realpath(torch.__file__)) + os.sep
 
 _BLOCKED_PROCESS_EVENTS = (
     "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
-    "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg",
+    "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill",
 )
-_BLOCKED_NET_EVENTS = ("socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo",
-                       "socket.gethostbyname", "socket.sendto", "socket.sendmsg")
+_BLOCKED_NET_EVENTS = ("socket.", "urllib.Request")
 _FILE_EVENTS = ("open", "os.listdir", "os.scandir", "os.remove", "os.rename", "os.mkdir",
-                "os.rmdir", "shutil.rmtree", "shutil.copyfile", "glob.glob", "os.chdir")
+                "os.rmdir", "shutil.rmtree", "shutil.copyfile", "glob.glob", "os.chdir",
+                "os.truncate", "os.chmod", "os.chown", "os.link", "os.symlink", "mmap.__new__",
+                "os.walk", "os.fwalk", "os.utime")
+_CODE_EVENTS = ("exec", "compile", "code.__new__", "function.__new__", "marshal.loads",
+                "marshal.load")
 _INTROSPECTION_EVENTS = ("sys._getframe", "sys._current_frames", "gc.get_objects",
                          "gc.get_referrers", "gc.get_referents", "sys.settrace", "sys.setprofile",
                          "sys._getframemodulename")
-_BLOCKED_SYMBOLS = frozenset({
-    "fork", "vfork", "clone", "clone3", "system", "execv", "execve", "execvp", "posix_spawn",
-    "posix_spawnp", "socket", "connect", "setsid", "kill", "ptrace",
-})
+_FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_locals",
+                          "f_globals"})
 _EMPTY_OPS = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"})
+_HOST_COMPUTE = ("numpy", "tolist", "__array__", "apply_", "map_", "map2_")
 
 
 class Blocked(PermissionError):
@@ -57,6 +69,17 @@ class Launch:
     dtypes: list[str]
     side_stream: bool = False
     raised: str = ""
+
+
+def origin(filename: str) -> str:
+    """Who wrote the code in `filename`: stdlib, harness, library or untrusted."""
+    if filename.startswith(_HERE):
+        return "harness"
+    if filename.startswith(_LIBRARIES):
+        return "library"
+    if filename.startswith(_STDLIB) or filename.startswith("<frozen"):
+        return "stdlib"
+    return "untrusted"
 
 
 @dataclass
@@ -75,22 +98,38 @@ class Monitor:
         if (kind, evidence) not in self.findings and len(self.findings) < 64:
             self.findings.append((kind, evidence))
 
-    def culprit(self, depth: int = 2, skip_stdlib: bool = True) -> str | None:
-        """File of the first frame outside stdlib and this package, or None for the harness."""
+    def refuse(self, kind: str, evidence: str) -> None:
+        self.flag(kind, evidence)
+        raise Blocked(f"sandbox: {evidence} is not allowed")
+
+    def by_untrusted(self, depth: int) -> bool:
+        """Whether the nearest non-stdlib frame from `depth` up is untrusted code.
+
+        Depth counts from this method's own frame (0): 2 is its caller's caller.
+        """
+        if not self.active:
+            return False
         frame: types.FrameType | None = sys._getframe(depth)
         while frame is not None:
             name = frame.f_code.co_filename
             if name.startswith("<frozen importlib"):
-                return None  # an import statement: the import system opens files
-            if name.startswith(_HERE):
-                return None
-            if not (skip_stdlib and (name.startswith(_STDLIB) or name.startswith("<frozen"))):
-                return name
+                return False  # an import statement: the import system opens files
+            kind = origin(name)
+            if kind != "stdlib":
+                return kind == "untrusted"
             frame = frame.f_back
-        return None
+        return False
 
-    def by_candidate(self, depth: int = 3, skip_stdlib: bool = True) -> bool:
-        return self.active and self.culprit(depth, skip_stdlib) == self.candidate_path
+    def direct_untrusted(self, depth: int) -> bool:
+        """Whether the frame at `depth` (or the one `inspect` acts for) is untrusted code.
+
+        For frames, gc and run-time code only the direct caller counts: `typing`,
+        `dataclasses` and `collections.namedtuple` do these things for honest code.
+        """
+        frame: types.FrameType | None = sys._getframe(depth)
+        while frame is not None and frame.f_code.co_filename.endswith(f"{os.sep}inspect.py"):
+            frame = frame.f_back
+        return frame is not None and origin(frame.f_code.co_filename) == "untrusted"
 
     def audit(self, event: str, args: tuple[Any, ...]) -> None:
         # The hook itself walks frames, which raises audit events: do not recurse.
@@ -103,32 +142,34 @@ class Monitor:
             self._in_hook = False
 
     def _audit(self, event: str, args: tuple[Any, ...]) -> None:
-        if event.startswith(_BLOCKED_PROCESS_EVENTS) and self.by_candidate(4):
-            self.flag("background_work", f"{event} {_short(args)}")
-            raise Blocked(f"sandbox: {event} is not allowed")
-        if event.startswith(_BLOCKED_NET_EVENTS) and self.by_candidate(4):
-            self.flag("io_access", f"network: {event} {_short(args)}")
-            raise Blocked(f"sandbox: {event} is not allowed")
-        if event in _FILE_EVENTS and self.by_candidate(4):
-            self.flag("io_access", f"file: {event} {_short(args)}")
-            raise Blocked(f"sandbox: {event} is not allowed")
-        if event in _INTROSPECTION_EVENTS and self._direct_candidate_call():
+        # Frames from a check: 0 the check, 1 here, 2 audit, 3 the frame that raised it.
+        if event in _CODE_EVENTS:
+            self._check_code(event, args)
+        elif event.startswith("ctypes.") and self.by_untrusted(3):
+            self.refuse("sandbox_escape", f"{event} (ctypes)")
+        elif event.startswith(_BLOCKED_PROCESS_EVENTS) and self.by_untrusted(3):
+            self.refuse("background_work", f"{event} {_short(args)}")
+        elif event.startswith(_BLOCKED_NET_EVENTS) and self.by_untrusted(3):
+            self.refuse("io_access", f"network {event} {_short(args)}")
+        elif event in _FILE_EVENTS and self.by_untrusted(3):
+            self.refuse("io_access", f"file {event} {_short(args)}")
+        elif event in _INTROSPECTION_EVENTS and self.direct_untrusted(3):
             self.flag("introspection", event)
-        elif event == "object.__getattr__" and _frame_attr(args) and self._direct_candidate_call():
-            self.flag("introspection", f"read {_frame_attr(args)}")
-        elif event == "ctypes.dlsym" and _symbol(args) in _BLOCKED_SYMBOLS and self.by_candidate(4):
-            self.flag("background_work", f"ctypes lookup of {_symbol(args)}")
-            raise Blocked(f"sandbox: ctypes {_symbol(args)} is not allowed")
-        elif event == "sys.addaudithook" and self.by_candidate(4):
+        elif event == "object.__getattr__" and _attr(args) in _FRAME_ATTRS \
+                and self.direct_untrusted(3):
+            self.flag("introspection", f"read {_attr(args)}")
+        elif event == "object.__setattr__" and _guarded_type(args) and self.direct_untrusted(3):
+            self.refuse("patching", f"set {_guarded_type(args)}.{_attr(args)}")
+        elif event == "sys.addaudithook" and self.by_untrusted(3):
             self.flag("patching", "installed an audit hook")
 
-    def _direct_candidate_call(self) -> bool:
-        # Only the direct caller (or `inspect` on its behalf) counts: `typing` and
-        # `collections.namedtuple` call sys._getframe for the candidate legitimately.
-        frame = sys._getframe(3)
-        while frame is not None and frame.f_code.co_filename.endswith(f"{os.sep}inspect.py"):
-            frame = frame.f_back  # type: ignore[assignment]
-        return frame is not None and frame.f_code.co_filename == self.candidate_path
+    def _check_code(self, event: str, args: tuple[Any, ...]) -> None:
+        if self.direct_untrusted(4):
+            self.refuse("sandbox_escape", f"{event} of code at run time")
+        if event == "compile" and len(args) > 1:
+            filename = str(args[1])
+            if origin(filename) != "untrusted" and not _is_source_of(args[0], filename):
+                self.refuse("sandbox_escape", f"code compiled under the name {filename}")
 
     def on_launch(self, fn: Any, args: tuple[Any, ...]) -> bool:
         """Record a Triton launch; False means skip it (ghost run)."""
@@ -146,13 +187,32 @@ def _short(args: tuple[Any, ...]) -> str:
     return repr(args)[:200]
 
 
-def _frame_attr(args: tuple[Any, ...]) -> str:
-    name = str(args[1]) if len(args) > 1 else ""
-    return name if name in ("tb_frame", "gi_frame", "cr_frame", "f_back", "f_locals") else ""
-
-
-def _symbol(args: tuple[Any, ...]) -> str:
+def _attr(args: tuple[Any, ...]) -> str:
     return str(args[1]) if len(args) > 1 else ""
+
+
+_GUARDED_MODULES = ("torch", "triton", "evaluator", "numpy", "builtins", "time")
+
+
+def _guarded_type(args: tuple[Any, ...]) -> str:
+    """The name of a judge-relevant class whose attribute is being set, or ''."""
+    target = args[0] if args else None
+    module = getattr(target, "__module__", "") if isinstance(target, type) else ""
+    if isinstance(module, str) and module.split(".")[0] in _GUARDED_MODULES:
+        return f"{module}.{target.__qualname__}"  # type: ignore[union-attr]
+    return ""
+
+
+def _is_source_of(source: Any, filename: str) -> bool:
+    """Whether `source` is the text of the real file `filename` (an import of it)."""
+    if not isinstance(source, (str, bytes)):
+        return False
+    try:
+        with open(filename, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data == (source.encode() if isinstance(source, str) else source)
 
 
 class OpTracer(TorchDispatchMode):
@@ -169,6 +229,8 @@ class OpTracer(TorchDispatchMode):
         if _called_from_triton():
             return out  # autotune benchmarking and the interpreter's own tensor work
         name = func.overloadpacket.__name__
+        if func.namespace != "aten":
+            name = f"{func.namespace}::{name}"
         self.ops[name] += 1
         if name == "_to_copy" and isinstance(out, torch.Tensor):
             src = args[0].dtype if args and isinstance(args[0], torch.Tensor) else None
@@ -181,12 +243,12 @@ class OpTracer(TorchDispatchMode):
 
 
 def _called_from_triton() -> bool:
+    """Whether the nearest frame outside torch, stdlib and the judge is Triton's."""
     frame: types.FrameType | None = sys._getframe(2)
-    for _ in range(40):
-        if frame is None:
-            return False
-        if frame.f_code.co_filename.startswith(_TRITON_DIR):
-            return True
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not (name.startswith((_TORCH_DIR, _HERE)) or origin(name) == "stdlib"):
+            return name.startswith(_TRITON_DIR)
         frame = frame.f_back
     return False
 
@@ -201,29 +263,45 @@ def _fill_poison(t: torch.Tensor) -> None:
 
 
 class _RecordingEnviron(os._Environ):
-    monitor: Monitor | None = None
-
     def __getitem__(self, key: str) -> str:
-        self._note(f"environment read {key!r}")
+        _note_env(f"environment read {key!r}")
         return super().__getitem__(key)
 
     def __iter__(self):
-        self._note("environment listed")
+        _note_env("environment listed")
         return super().__iter__()
 
-    def _note(self, evidence: str) -> None:
-        mon = _RecordingEnviron.monitor
-        if mon is not None and mon.by_candidate(depth=4):
-            mon.flag("io_access", evidence)
+
+class _RecordingDict(dict):
+    """Stands in for `posix.environ`, which `os.environ` copied at start-up."""
+
+    def __getitem__(self, key: Any) -> Any:
+        _note_env(f"environment read {key!r}")
+        return super().__getitem__(key)
+
+    def __iter__(self):
+        _note_env("environment listed")
+        return super().__iter__()
+
+
+_env_monitor: list[Monitor] = []
+
+
+def _note_env(evidence: str) -> None:
+    if _env_monitor and _env_monitor[0].by_untrusted(3):
+        _env_monitor[0].flag("io_access", evidence)
 
 
 def install(monitor: Monitor) -> None:
     """Hooks that live for the rest of the child's life (audit hooks cannot be removed)."""
     monitor.on_gpu = torch.cuda.is_available()
     sys.addaudithook(monitor.audit)
-    _RecordingEnviron.monitor = monitor
+    _env_monitor[:] = [monitor]
     os.environ.__class__ = _RecordingEnviron
+    posix.environ = _RecordingDict(posix.environ)
     _hook_threads(monitor)
+    _hook_host_compute(monitor)
+    _hook_dispatch_escapes(monitor)
     _hook_launches(monitor)
     _first_autotune_config_only_without_gpu()
 
@@ -233,17 +311,58 @@ def _hook_threads(monitor: Monitor) -> None:
     start_new = _thread.start_new_thread
 
     def checked_start(self: threading.Thread) -> None:
-        if monitor.by_candidate():
+        if monitor.by_untrusted(2):
             monitor.flag("background_work", f"started thread {self.name}")
         start(self)
 
     def checked_start_new(*args: Any, **kwargs: Any) -> Any:
-        if monitor.by_candidate():
+        if monitor.by_untrusted(2):
             monitor.flag("background_work", "started a raw thread")
         return start_new(*args, **kwargs)
 
     threading.Thread.start = checked_start  # type: ignore[method-assign]
     _thread.start_new_thread = checked_start_new
+
+
+def _hook_host_compute(monitor: Monitor) -> None:
+    """Tensor methods that hand data to Python or numpy: work outside Triton and torch."""
+    for name in _HOST_COMPUTE:
+        setattr(torch.Tensor, name, _watched(monitor, name, getattr(torch.Tensor, name)))
+
+
+def _watched(monitor: Monitor, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    def watched(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if monitor.by_untrusted(2):
+            monitor.flag("framework_compute", f"computed on the host through Tensor.{name}")
+        return method(self, *args, **kwargs)
+
+    return watched
+
+
+_DISPATCH_ESCAPES = {
+    "torch.utils._python_dispatch": ("_disable_current_modes", "_pop_mode",
+                                     "_pop_mode_temporarily", "_disable_infra_mode"),
+    "torch._C": ("_pop_torch_dispatch_stack", "_unset_dispatch_mode", "_DisableTorchDispatch",
+                 "_DisablePythonDispatcher", "_disabled_torch_dispatch_impl"),
+}
+
+
+def _hook_dispatch_escapes(monitor: Monitor) -> None:
+    """Ways to step outside the op tracer: torch itself may use them, the candidate may not."""
+    for module_name, names in _DISPATCH_ESCAPES.items():
+        module = sys.modules[module_name]
+        for name in names:
+            if hasattr(module, name):
+                setattr(module, name, _refused(monitor, name, getattr(module, name)))
+
+
+def _refused(monitor: Monitor, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if monitor.by_untrusted(2):
+            monitor.refuse("patching", f"{name}: stepping outside the judge's op tracing")
+        return fn(*args, **kwargs)
+
+    return guarded
 
 
 def _hook_launches(monitor: Monitor) -> None:
@@ -291,9 +410,17 @@ def snapshot() -> dict[str, int]:
     }
     if "triton.testing" in sys.modules:
         spaces["triton.testing"] = sys.modules["triton.testing"]
+    from triton.runtime import autotuner, interpreter, jit
+
+    for cls in (TorchDispatchMode, jit.JITFunction, interpreter.InterpretedFunction,
+                autotuner.Autotuner, threading.Thread):
+        spaces[f"{cls.__module__}.{cls.__qualname__}"] = cls
     for name, module in list(sys.modules.items()):
         if name.startswith("evaluator.") and module is not None:
             spaces[name] = module
+            for value in list(vars(module).values()):
+                if isinstance(value, type) and value.__module__ == name:
+                    spaces[f"{name}.{value.__qualname__}"] = value
     ids = {}
     for prefix, space in spaces.items():
         for key, value in list(vars(space).items()):

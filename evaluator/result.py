@@ -41,6 +41,7 @@ class HackKind(str, enum.Enum):
     IO_ACCESS = "io_access"  # files, environment, network
     PRECISION_DOWNCAST = "precision_downcast"
     NONFINITE_OUTPUT = "nonfinite_output"
+    SANDBOX_ESCAPE = "sandbox_escape"  # ctypes, run-time compiled code, ways around the watch
 
     def __str__(self) -> str:
         return self.value

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from evaluator.wire import MAX_FRAME_BYTES, read_frame, write_frame
+from evaluator.wire import MAX_FRAME_BYTES, write_frame
 
 _CLONE_NEWNET = 0x40000000
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Child:
             _kill_session(self.pid)
             _, status = os.waitpid(self.pid, 0)
         _kill_session(self.pid)
+        reap_orphans()
         if os.WIFSIGNALED(status):
             outcome.signal = os.WTERMSIG(status)
         else:
@@ -144,7 +146,7 @@ def spawn(
         try:
             os.close(out_r)
             os.close(in_w)
-            _confine(limits, scratch, output_path)
+            _confine(limits, scratch, output_path, (out_w, in_r))
             target(Channel(out_w, in_r), job)
             code = 0
         finally:
@@ -156,7 +158,24 @@ def spawn(
                  max_output_bytes=limits.max_file_bytes)
 
 
-def _confine(limits: Limits, scratch: str, output_path: str) -> None:
+def become_subreaper() -> None:
+    """Make the worker inherit whatever a child's descendants leave behind when they detach."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def reap_orphans() -> None:
+    """Kill and reap every process re-parented to this (subreaper) worker."""
+    me = os.getpid()
+    for pid in _processes(lambda fields: int(fields[1]) == me):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def _confine(limits: Limits, scratch: str, output_path: str, keep: tuple[int, int]) -> None:
+    _close_inherited(keep)
     os.setsid()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -169,12 +188,22 @@ def _confine(limits: Limits, scratch: str, output_path: str) -> None:
     out = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(out, 1)
     os.dup2(out, 2)
+    os.close(null)
+    os.close(out)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
     resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
     if limits.memory_mb is not None:
         allowed = _mapped_bytes() + limits.memory_mb * (1 << 20)
         resource.setrlimit(resource.RLIMIT_AS, (allowed, allowed))
+
+
+def _close_inherited(keep: tuple[int, int]) -> None:
+    """Only the two pipes to the worker survive: not the worker's own protocol stream."""
+    low, high = sorted(keep)
+    os.closerange(3, low)
+    os.closerange(low + 1, high)
+    os.closerange(high + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def _mapped_bytes() -> int:
@@ -195,7 +224,12 @@ def _kill_session(sid: int) -> None:
 
 
 def _session_members(sid: int) -> list[int]:
-    members = []
+    return [pid for pid in _processes(lambda fields: int(fields[3]) == sid) if pid != sid]
+
+
+def _processes(match: Callable[[list[str]], bool]) -> list[int]:
+    """Pids whose /proc stat fields (after the command name) satisfy `match`."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -204,9 +238,9 @@ def _session_members(sid: int) -> list[int]:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[3]) == sid and int(entry) != sid:
-            members.append(int(entry))
-    return members
+        if match(fields):
+            found.append(int(entry))
+    return found
 
 
 def _tail(path: str, limit: int) -> str:
@@ -219,5 +253,3 @@ def _tail(path: str, limit: int) -> str:
     except OSError:
         return ""
 
-
-__all__ = ["Channel", "Child", "ChildOutcome", "Limits", "read_frame", "spawn"]

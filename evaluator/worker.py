@@ -24,8 +24,8 @@ import torch
 from evaluator import harness, judge, static_scan
 from evaluator.judge import Report
 from evaluator.result import ErrorInfo, EvalResult, Status
-from evaluator.sandbox import Child, ChildOutcome, Limits, spawn
-from evaluator.wire import WireError, pack, read_frame, unpack, write_frame
+from evaluator.sandbox import Child, ChildOutcome, Limits, become_subreaper, spawn
+from evaluator.wire import pack, read_frame, unpack, write_frame
 
 _REFERENCE_CACHE_SIZE = 16
 
@@ -73,7 +73,8 @@ class Worker:
             "reference_path": _write(scratch, "reference.py", job["reference"]),
             "candidate_path": _write(scratch, "candidate.py", job["candidate"]),
         }
-        base = {**paths, "config": cfg, "device": self.device}
+        base = {**paths, "config": cfg, "device": self.device, "reference": job["reference"],
+                "candidate": job["candidate"]}
         ref = self._reference(job, base, scratch)
         child = self._spawn(harness.candidate_main, {**base, "plan": ref.header["plan"]}, cfg,
                             scratch)
@@ -84,7 +85,7 @@ class Worker:
             cand = Report(*unpack(frame))
             result = judge.judge_correctness(cfg, ref, cand,
                                              static_scan.scan(job["candidate"]), self.device)
-        except (WireError, KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:  # whatever the child sent, the worker must survive it
             child.kill()
             child.finish()
             return _broken_report(exc, self.device)
@@ -101,8 +102,10 @@ class Worker:
         frame = child.recv()
         if frame is None:
             return _died(child.finish(), self.device)
-        perf, _ = unpack(frame)
-        return judge.add_performance(result, ref.header["timing"], perf)
+        try:
+            return judge.add_performance(result, ref, Report(*unpack(frame)), cfg)
+        except Exception as exc:  # as above
+            return _broken_report(exc, self.device)
 
     def _reference(self, job: dict[str, Any], base: dict[str, Any], scratch: str) -> Report:
         cfg = base["config"]
@@ -190,6 +193,7 @@ def _broken_report(exc: Exception, device: str) -> EvalResult:
 def main() -> None:
     device = sys.argv[1]
     torch.set_num_threads(1)
+    become_subreaper()
     harness.warm_up(device)
     proto_out = os.dup(1)
     os.dup2(2, 1)  # stray prints must not corrupt the protocol stream

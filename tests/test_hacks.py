@@ -26,11 +26,13 @@ def judge() -> Iterator[Judge]:
 def test_suites_are_big_enough() -> None:
     assert len(HACKS) >= 15 and len(HONEST) >= 12
     kinds = {header(p, "expect") for p in HACKS}
-    assert {k.value for k in HackKind} - kinds <= {"side_stream"} | kinds
+    assert {k.value for k in HackKind} <= kinds, "every kind has an adversarial candidate"
 
 
 @pytest.mark.parametrize("path", HACKS, ids=lambda p: p.stem)
 def test_adversarial_candidate_is_caught(judge: Judge, path: Path) -> None:
+    if header(path, "device") == "cuda":
+        pytest.skip("shows only in the cuda timing phase; its checks are in test_judge_perf")
     expected = header(path, "expect")
     result = judge.run(path)
     if expected == "incorrect":
@@ -55,7 +57,7 @@ def test_runtime_check_catches_what_the_static_scan_cannot_see(
     """An environment read spelled so that no pattern matches is still seen at run time."""
     honest = FIXTURES / "honest" / "relu_basic.py"
     source = re.sub(r"(\n    def forward\(self.*:\n)",
-                    r"\1        getattr(__import__('o' + 's'), 'envi' + 'ron')['HOME']\n",
+                    r"\1        getattr(getattr(torch, 'o' + 's'), 'envi' + 'ron')['HOME']\n",
                     honest.read_text(), count=1)
     assert "envi' + 'ron" in source and scan(source) == []
     probe = tmp_path / "candidate.py"

@@ -1,7 +1,7 @@
 # problem: examples/relu/reference.py
 # expect: crashed
-# Dereferences address 0 from Python through ctypes: SIGSEGV kills the process running forward.
-import ctypes
+# Raises a real SIGSEGV (faulthandler's test hook) in forward: the process running it dies.
+import faulthandler
 
 import torch
 import torch.nn as nn
@@ -24,5 +24,5 @@ class ModelNew(nn.Module):
     def forward(self, x):
         out = torch.empty_like(x)
         relu_kernel[(triton.cdiv(x.numel(), 1024),)](x, out, x.numel(), BLOCK_SIZE=1024)
-        ctypes.string_at(0)  # SIGSEGV
+        faulthandler._sigsegv()
         return out

@@ -35,6 +35,7 @@ class HackKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HACK_KIND_IO_ACCESS: _ClassVar[HackKind]
     HACK_KIND_PRECISION_DOWNCAST: _ClassVar[HackKind]
     HACK_KIND_NONFINITE_OUTPUT: _ClassVar[HackKind]
+    HACK_KIND_SANDBOX_ESCAPE: _ClassVar[HackKind]
 EVAL_STATUS_UNSPECIFIED: EvalStatus
 EVAL_STATUS_CORRECT: EvalStatus
 EVAL_STATUS_INCORRECT: EvalStatus
@@ -58,6 +59,7 @@ HACK_KIND_INTROSPECTION: HackKind
 HACK_KIND_IO_ACCESS: HackKind
 HACK_KIND_PRECISION_DOWNCAST: HackKind
 HACK_KIND_NONFINITE_OUTPUT: HackKind
+HACK_KIND_SANDBOX_ESCAPE: HackKind
 
 class ErrorInfo(_message.Message):
     __slots__ = ("type", "message", "traceback")

@@ -1,0 +1,70 @@
+"""The child's confinement, below the audit hook: what holds even if that were bypassed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+from evaluator.sandbox import Channel, Limits, spawn
+from evaluator.wire import pack, unpack
+from tests.judge_support import ROOT
+
+LIMITS = Limits(timeout_s=20, memory_mb=512, max_processes=64, max_file_bytes=1 << 20)
+
+
+def _report_fds(chan: Channel, job: dict[str, Any]) -> None:
+    chan.send(pack({"fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd"))}))
+
+
+def test_child_keeps_only_its_own_pipes(tmp_path: Any) -> None:
+    leaked = os.open(os.devnull, os.O_RDONLY)  # stands for the worker's protocol stream
+    try:
+        child = spawn(_report_fds, {}, LIMITS, str(tmp_path))
+        frame = child.recv()
+        outcome = child.finish()
+    finally:
+        os.close(leaked)
+    assert frame is not None and outcome.exit_code == 0
+    fds = set(unpack(frame)[0]["fds"])
+    assert leaked not in fds
+    assert len(fds - {0, 1, 2}) == 3, fds  # its two pipes, and the directory being listed
+
+
+ORPHAN = textwrap.dedent("""
+    import os, sys, time
+    from evaluator.sandbox import Limits, become_subreaper, spawn
+
+    def detach(chan, job):
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                with open(job["pidfile"], "w") as f:
+                    f.write(str(os.getpid()))
+                time.sleep(60)
+            os._exit(0)
+        time.sleep(1)
+
+    become_subreaper()
+    limits = Limits(timeout_s=3, memory_mb=None, max_processes=64, max_file_bytes=1 << 20)
+    child = spawn(detach, {"pidfile": sys.argv[1]}, limits, sys.argv[2])
+    child.recv()
+    child.finish()
+    time.sleep(0.5)
+    pid = int(open(sys.argv[1]).read())
+    stat = f"/proc/{pid}/stat"
+    alive = os.path.exists(stat) and open(stat).read().split()[2] != "Z"
+    print("alive" if alive else "gone")
+""")
+
+
+def test_a_detached_grandchild_does_not_outlive_its_evaluation(tmp_path: Any) -> None:
+    pidfile = tmp_path / "orphan.pid"
+    proc = subprocess.run([sys.executable, "-c", ORPHAN, str(pidfile), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert pidfile.exists(), "the grandchild ran"
+    assert proc.stdout.strip() == "gone"
