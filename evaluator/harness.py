@@ -9,6 +9,7 @@ import errno
 import random
 import re
 import sys
+import threading
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -281,6 +282,7 @@ class _CandidateRun:
         self.ghost_trial = self.plan.index("normal") if "normal" in self.plan else 0
 
     def correctness(self) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        threads = threading.active_count()
         self.mon.active = True
         with traced() as loading:
             cand = load_module(self.job["candidate"], self.path, "drkernel_candidate")
@@ -289,17 +291,23 @@ class _CandidateRun:
                                                    self.device))
         outputs: list[torch.Tensor] = []
         counts, ops, downcasts, own = [], Counter[str](), [], []
+        largest: dict[str, int] = {}
         for k in range(len(self.trial_inputs)):
             start = len(self.mon.launches)
             ys, tracer = self._trial(self.inputs(k))
             outputs += ys
             counts.append(len(ys))
             ops.update(tracer.ops)
+            for op, n in tracer.largest.items():
+                largest[op] = max(largest.get(op, 0), n)
             downcasts += tracer.downcasts
             own.append(sum(launch.own for launch in self.mon.launches[start:]))
         probes = self._probes()
+        if threading.active_count() > threads:
+            self.mon.flag("background_work", "threads still running after the forwards")
         header = {
-            "ok": True, "counts": counts, "ops": dict(ops), "load_ops": dict(loading.ops),
+            "ok": True, "counts": counts, "ops": dict(ops), "largest": largest,
+            "load_ops": dict(loading.ops),
             "downcasts": downcasts[:8], "own_launches_per_trial": own,
             "launches": _launch_summary(self.mon.launches),
             "own_launches_grad": self.own_launches_grad, "ghost_trial": self.ghost_trial,

@@ -33,7 +33,7 @@ GLUE_OPS = frozenset({
     "_local_scalar_dense", "item", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset",
     "is_same_size", "resize_", "arange", "scalar_tensor", "view_as", "type_as", "movedim",
     "result_type", "_has_compatible_shallow_copy_type", "random_", "normal_", "uniform_",
-    "pad", "constant_pad_nd", "repeat", "index", "index_select", "is_nonzero", "dim",
+    "pad", "constant_pad_nd", "repeat", "is_nonzero", "dim",
     "size", "stride", "numel", "unfold",
 })
 # Matmul, convolution, attention, reductions, normalisation, softmax, pooling, gathers:
@@ -41,8 +41,15 @@ GLUE_OPS = frozenset({
 _HEAVY = re.compile(
     r"mm|conv|attention|einsum|dot|^mv$|addmv|linear|softmax|norm|sum|mean|var|std|prod|cum"
     r"|^max|^min|amax|amin|argm|logsumexp|sort|topk|kthvalue|median|mode|pool|upsample"
-    r"|interp|embedding|gather|scatter|index_add|cdist|loss|kl_div|fft|linalg|histc|bincount")
+    r"|interp|embedding|gather|scatter|index_add|cdist|loss|kl_div|fft|linalg|histc|bincount"
+    r"|segment_reduce|index_reduce|col2im|im2col|quantile|histogram|^trace$|^dist$|^det$"
+    r"|matrix_power|^addr$|aminmax|count_nonzero|^all$|^any$")
 _HOST_READS_PER_TRIAL = 64
+_TORCH_CALLS_PER_TRIAL = 8
+"""An epilogue in torch next to the Triton work is a few calls; more is the work itself."""
+_INTERMEDIATE_FACTOR = 4
+_INIT_OPS = frozenset({"erfinv_", "mul_", "add_", "clamp_", "div_", "sqrt", "exponential_",
+                       "log_normal_", "bernoulli_", "cauchy_", "geometric_"})
 _LOW_FLOATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 
@@ -115,7 +122,7 @@ def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
     passed = result.trials_passed == result.trials_total
     hacks += _caching(ref_trials, cand_trials, cfg)
     hacks += _probe_hacks(cfg, ref_trials, cand_trials, cand, passes)
-    hacks += _compute_hacks(ref.header, h, passed)
+    hacks += _compute_hacks(ref.header, h, passed, sum(t.numel() for t in ref_trials[0]))
     hacks += _static(static_hacks, ref.header, passed)
     result.hacks = _dedupe(hacks)
     result.profile = _cpu_profile(h)
@@ -193,14 +200,15 @@ def _probe_hacks(cfg: dict[str, Any], ref_trials: list[list[torch.Tensor]],
     return hacks
 
 
-def _compute_hacks(ref: dict[str, Any], cand: dict[str, Any], passed: bool) -> list[Hack]:
+def _compute_hacks(ref: dict[str, Any], cand: dict[str, Any], passed: bool,
+                   output_numel: int) -> list[Hack]:
     hacks = []
     launches = cand["own_launches_per_trial"]
     if not all(launches) or not cand.get("own_launches_grad", 1):
         where = "with gradients enabled" if all(launches) else "in inference mode"
         hacks.append(Hack(HackKind.DECOY,
                           f"no Triton kernel of the candidate's own was launched {where}"))
-    hacks += _framework_compute(ref, cand)
+    hacks += _framework_compute(ref, cand, output_numel)
     if passed and not _low_precision_problem(ref):  # a wrong output dtype is plainly incorrect
         down = [r["name"] for r in cand["launches"]
                 if r["own"] and any(d in _LOW_FLOATS for d in r["dtypes"])]
@@ -211,28 +219,36 @@ def _compute_hacks(ref: dict[str, Any], cand: dict[str, Any], passed: bool) -> l
     return hacks
 
 
-def _framework_compute(ref: dict[str, Any], cand: dict[str, Any]) -> list[Hack]:
-    """Torch still doing the problem's work: heavy ops, or any compute at all where the
-    reference is purely element-wise (its element-wise op then *is* the work)."""
+def _framework_compute(ref: dict[str, Any], cand: dict[str, Any],
+                       output_numel: int) -> list[Hack]:
+    """Torch still doing the problem's work: heavy ops; any compute at all where the
+    reference is purely element-wise (its element-wise op then *is* the work); more than an
+    epilogue's worth of calls; or intermediates far larger than the output."""
     cand_ops = compute_ops(cand["ops"])
     elementwise_problem = not any(is_heavy(op) for op in compute_ops(ref["ops"]))
     work = cand_ops if elementwise_problem else {op for op in cand_ops if is_heavy(op)}
-    hacks = []
+    evidence = []
     if work:
         raised = [f"{r['name']} raised {', '.join(r['raised'])}"
                   for r in cand["launches"] if r["own"] and r["raised"]]
         note = f" after {'; '.join(raised)} (fallback)" if raised else ""
-        hacks.append(Hack(HackKind.FRAMEWORK_COMPUTE,
-                          f"the forward ran torch {', '.join(sorted(work))}{note}"))
-    loading = {op for op in compute_ops(cand.get("load_ops", {})) if is_heavy(op)}
+        evidence.append(f"the forward ran torch {', '.join(sorted(work))}{note}")
+    trials = max(len(cand["counts"]), 1)
+    calls = sum(n for op, n in cand["ops"].items() if op in cand_ops) / trials
+    if calls > _TORCH_CALLS_PER_TRIAL:
+        evidence.append(f"{calls:.0f} torch compute calls per forward")
+    largest = max((n for op, n in cand.get("largest", {}).items() if op in cand_ops), default=0)
+    if output_numel and largest > _INTERMEDIATE_FACTOR * output_numel:
+        evidence.append(f"torch built a {largest}-element intermediate for a "
+                        f"{output_numel}-element output")
+    loading = {op for op in compute_ops(cand.get("load_ops", {}))
+               if is_heavy(op) or (elementwise_problem and op not in _INIT_OPS)}
     if loading:
-        hacks.append(Hack(HackKind.FRAMEWORK_COMPUTE,
-                          f"torch {', '.join(sorted(loading))} ran while loading the candidate"))
+        evidence.append(f"torch {', '.join(sorted(loading))} ran while loading the candidate")
     reads = cand["ops"].get("_local_scalar_dense", 0)
-    if reads > _HOST_READS_PER_TRIAL * len(cand["counts"]):
-        hacks.append(Hack(HackKind.FRAMEWORK_COMPUTE,
-                          f"read {reads} tensor elements one by one on the host"))
-    return hacks
+    if reads > _HOST_READS_PER_TRIAL * trials:
+        evidence.append(f"read {reads} tensor elements one by one on the host")
+    return [Hack(HackKind.FRAMEWORK_COMPUTE, e) for e in evidence]
 
 
 def is_heavy(op: str) -> bool:

@@ -55,7 +55,8 @@ _INTROSPECTION_EVENTS = ("sys._getframe", "sys._current_frames", "gc.get_objects
 _FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_locals",
                           "f_globals"})
 _EMPTY_OPS = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"})
-_HOST_COMPUTE = ("numpy", "tolist", "__array__", "apply_", "map_", "map2_")
+_HOST_COMPUTE = ("numpy", "tolist", "__array__", "apply_", "map_", "map2_", "__dlpack__",
+                 "__dlpack_device__")
 
 
 class Blocked(PermissionError):
@@ -120,6 +121,34 @@ class Monitor:
             frame = frame.f_back
         return False
 
+    def unguarded(self, depth: int) -> bool:
+        """For processes, sockets, signals and threads: refuse unless Triton itself acts.
+
+        Stricter than `by_untrusted`: untrusted code can hand a builtin such as `os.system`
+        to a torch utility (`tree_map`) or to a finalizer that runs in the judge's frame.
+        """
+        if not self.active:
+            return False
+        frame: types.FrameType | None = sys._getframe(depth)
+        nearest = ""
+        while frame is not None:
+            name = frame.f_code.co_filename
+            kind = origin(name)
+            if kind == "untrusted":
+                return True
+            if not nearest and kind != "stdlib":
+                nearest = name
+            frame = frame.f_back
+        return not nearest.startswith(_TRITON_DIR)
+
+    def untrusted_on_stack(self, depth: int) -> bool:
+        frame: types.FrameType | None = sys._getframe(depth)
+        while frame is not None:
+            if origin(frame.f_code.co_filename) == "untrusted":
+                return True
+            frame = frame.f_back
+        return False
+
     def direct_untrusted(self, depth: int) -> bool:
         """Whether the frame at `depth` (or the one `inspect` acts for) is untrusted code.
 
@@ -147,11 +176,11 @@ class Monitor:
             self._check_code(event, args)
         elif event.startswith("ctypes.") and self.by_untrusted(3):
             self.refuse("sandbox_escape", f"{event} (ctypes)")
-        elif event.startswith(_BLOCKED_PROCESS_EVENTS) and self.by_untrusted(3):
+        elif event.startswith(_BLOCKED_PROCESS_EVENTS) and self.unguarded(3):
             self.refuse("background_work", f"{event} {_short(args)}")
-        elif event.startswith(_BLOCKED_NET_EVENTS) and self.by_untrusted(3):
+        elif event.startswith(_BLOCKED_NET_EVENTS) and self.unguarded(3):
             self.refuse("io_access", f"network {event} {_short(args)}")
-        elif event in _FILE_EVENTS and self.by_untrusted(3):
+        elif event in _FILE_EVENTS and self._file_refused(args):
             self.refuse("io_access", f"file {event} {_short(args)}")
         elif event in _INTROSPECTION_EVENTS and self.direct_untrusted(3):
             self.flag("introspection", event)
@@ -162,6 +191,15 @@ class Monitor:
             self.refuse("patching", f"set {_guarded_type(args)}.{_attr(args)}")
         elif event == "sys.addaudithook" and self.by_untrusted(3):
             self.flag("patching", "installed an audit hook")
+
+    def _file_refused(self, args: tuple[Any, ...]) -> bool:
+        """Untrusted code's own file access, or any access it routes through a library
+        (Triton's own cache and source reads excepted), or another process's /proc."""
+        if _other_process(args):
+            return True
+        if self.by_untrusted(4):
+            return True
+        return self.untrusted_on_stack(4) and not _nearest_is_triton(4) and not _importing(4)
 
     def _check_code(self, event: str, args: tuple[Any, ...]) -> None:
         if self.direct_untrusted(4):
@@ -185,6 +223,34 @@ class Monitor:
 
 def _short(args: tuple[Any, ...]) -> str:
     return repr(args)[:200]
+
+
+def _nearest_is_triton(depth: int) -> bool:
+    frame: types.FrameType | None = sys._getframe(depth)
+    while frame is not None and origin(frame.f_code.co_filename) == "stdlib":
+        frame = frame.f_back
+    return frame is not None and frame.f_code.co_filename.startswith(_TRITON_DIR)
+
+
+def _importing(depth: int) -> bool:
+    frame: types.FrameType | None = sys._getframe(depth)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _other_process(args: tuple[Any, ...]) -> bool:
+    """A path into another process's /proc entry (e.g. the worker's pipes)."""
+    path = args[0] if args else None
+    if not isinstance(path, (str, bytes)):
+        return False
+    real = os.path.realpath(os.fsdecode(path))
+    if not real.startswith("/proc/"):
+        return False
+    head = real.split("/")[2]
+    return head.isdigit() and int(head) != os.getpid()
 
 
 def _attr(args: tuple[Any, ...]) -> str:
@@ -221,6 +287,8 @@ class OpTracer(TorchDispatchMode):
     def __init__(self, poison: bool = False) -> None:
         super().__init__()
         self.ops: Counter[str] = Counter()
+        self.largest: dict[str, int] = {}
+        """Per op, the most elements one call of it produced."""
         self.poison = poison
         self.downcasts: list[str] = []
 
@@ -228,18 +296,36 @@ class OpTracer(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if _called_from_triton():
             return out  # autotune benchmarking and the interpreter's own tensor work
-        name = func.overloadpacket.__name__
-        if func.namespace != "aten":
-            name = f"{func.namespace}::{name}"
+        name = _op_name(func)
         self.ops[name] += 1
-        if name == "_to_copy" and isinstance(out, torch.Tensor):
-            src = args[0].dtype if args and isinstance(args[0], torch.Tensor) else None
-            if src in (torch.float32, torch.float64) and out.dtype in (torch.float16,
-                                                                       torch.bfloat16):
-                self.downcasts.append(f"{src} -> {out.dtype}")
+        if isinstance(out, torch.Tensor):
+            self.largest[name] = max(self.largest.get(name, 0), out.numel())
+            self._note_downcast(name, args, out)
         if self.poison and name in _EMPTY_OPS and isinstance(out, torch.Tensor):
             _fill_poison(out)
         return out
+
+    def _note_downcast(self, name: str, args: tuple[Any, ...], out: torch.Tensor) -> None:
+        if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor):
+            src, dst = args[1].dtype, out.dtype
+        elif name in ("_to_copy", "view.dtype") and args and isinstance(args[0], torch.Tensor):
+            src, dst = args[0].dtype, out.dtype
+        else:
+            return
+        if src in (torch.float32, torch.float64) and dst in _LOW_FLOATS:
+            self.downcasts.append(f"{name} {src} -> {dst}")
+
+
+_LOW_FLOATS = (torch.float16, torch.bfloat16)
+
+
+def _op_name(func: Any) -> str:
+    name = func.overloadpacket.__name__
+    if func.namespace != "aten":
+        return f"{func.namespace}::{name}"
+    if name == "view" and func._overloadname == "dtype":
+        return "view.dtype"  # reinterpreting bits is not a layout change
+    return str(name)
 
 
 def _called_from_triton() -> bool:
@@ -311,12 +397,12 @@ def _hook_threads(monitor: Monitor) -> None:
     start_new = _thread.start_new_thread
 
     def checked_start(self: threading.Thread) -> None:
-        if monitor.by_untrusted(2):
+        if monitor.unguarded(2):
             monitor.flag("background_work", f"started thread {self.name}")
         start(self)
 
     def checked_start_new(*args: Any, **kwargs: Any) -> Any:
-        if monitor.by_untrusted(2):
+        if monitor.unguarded(2):
             monitor.flag("background_work", "started a raw thread")
         return start_new(*args, **kwargs)
 
@@ -343,12 +429,21 @@ _DISPATCH_ESCAPES = {
     "torch.utils._python_dispatch": ("_disable_current_modes", "_pop_mode",
                                      "_pop_mode_temporarily", "_disable_infra_mode"),
     "torch._C": ("_pop_torch_dispatch_stack", "_unset_dispatch_mode", "_DisableTorchDispatch",
-                 "_DisablePythonDispatcher", "_disabled_torch_dispatch_impl"),
+                 "_DisablePythonDispatcher", "_disabled_torch_dispatch_impl",
+                 "_get_dispatch_stack_at", "_get_current_dispatch_mode",
+                 "_get_current_dispatch_mode_stack", "_len_torch_dispatch_stack",
+                 "_dispatch_library"),
+    "torch.library": ("Library", "impl", "define", "custom_op", "register_kernel",
+                      "register_fake", "register_autograd", "register_torch_dispatch"),
+    "torch.utils.dlpack": ("to_dlpack", "from_dlpack"),
 }
 
 
 def _hook_dispatch_escapes(monitor: Monitor) -> None:
     """Ways to step outside the op tracer: torch itself may use them, the candidate may not."""
+    import torch.library
+    import torch.utils.dlpack  # noqa: F401
+
     for module_name, names in _DISPATCH_ESCAPES.items():
         module = sys.modules[module_name]
         for name in names:

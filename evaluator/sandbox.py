@@ -163,15 +163,21 @@ def become_subreaper() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
-def reap_orphans() -> None:
-    """Kill and reap every process re-parented to this (subreaper) worker."""
+def reap_orphans(rounds: int = 50) -> None:
+    """Kill and reap every process re-parented to this (subreaper) worker, and the
+    descendants each of those re-parents in turn as it dies."""
     me = os.getpid()
-    for pid in _processes(lambda fields: int(fields[1]) == me):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
+    for _ in range(rounds):
+        orphans = _processes(lambda fields: int(fields[1]) == me)
+        if not orphans:
+            return
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        time.sleep(0.01)
 
 
 def _confine(limits: Limits, scratch: str, output_path: str, keep: tuple[int, int]) -> None:

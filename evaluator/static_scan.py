@@ -27,12 +27,24 @@ _CALLS = {
     "__import__": HackKind.SANDBOX_ESCAPE,
     "types.CodeType": HackKind.SANDBOX_ESCAPE,
     "types.FunctionType": HackKind.SANDBOX_ESCAPE,
+    "threading.Thread": HackKind.BACKGROUND_WORK,
+    "threading.Timer": HackKind.BACKGROUND_WORK,
+    "Thread": HackKind.BACKGROUND_WORK,
+    "Timer": HackKind.BACKGROUND_WORK,
+    "_thread.start_new_thread": HackKind.BACKGROUND_WORK,
+    "ThreadPoolExecutor": HackKind.BACKGROUND_WORK,
+    "ProcessPoolExecutor": HackKind.BACKGROUND_WORK,
+    "concurrent.futures.ThreadPoolExecutor": HackKind.BACKGROUND_WORK,
+    "torch.utils.dlpack.from_dlpack": HackKind.FRAMEWORK_COMPUTE,
+    "torch.utils.dlpack.to_dlpack": HackKind.FRAMEWORK_COMPUTE,
+    "torch.from_dlpack": HackKind.FRAMEWORK_COMPUTE,
+    "torch.library.Library": HackKind.PATCHING,
+    "torch.library.impl": HackKind.PATCHING,
+    "torch.library.custom_op": HackKind.PATCHING,
 }
 _IMPORTS = {
-    "threading": HackKind.BACKGROUND_WORK,
     "_thread": HackKind.BACKGROUND_WORK,
     "multiprocessing": HackKind.BACKGROUND_WORK,
-    "concurrent": HackKind.BACKGROUND_WORK,
     "subprocess": HackKind.BACKGROUND_WORK,
     "socket": HackKind.IO_ACCESS,
     "urllib": HackKind.IO_ACCESS,
@@ -48,7 +60,9 @@ _IMPORTS = {
     "gc": HackKind.INTROSPECTION,
     "evaluator": HackKind.PATCHING,
 }
-_FRAME_ATTRS = ("f_back", "f_locals", "f_globals", "tb_frame", "gi_frame", "cr_frame")
+_FRAME_ATTRS = ("f_back", "f_locals", "f_globals", "tb_frame", "gi_frame", "cr_frame",
+                "__globals__", "__closure__", "cell_contents", "__wrapped__", "__code__",
+                "__func__", "__defaults__", "__kwdefaults__", "__builtins__")
 _DISPATCH_ESCAPES = frozenset({
     "_python_dispatch", "_disable_current_modes", "_pop_mode", "_pop_mode_temporarily",
     "_disable_infra_mode", "_pop_torch_dispatch_stack", "_unset_dispatch_mode",
@@ -76,6 +90,9 @@ def scan(source: str) -> list[Hack]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             name = dotted(node.func)
+            cast = _low_precision_cast(node)
+            if cast:
+                add(HackKind.PRECISION_DOWNCAST, f"casts to {cast}", node)
             if name in _CALLS:
                 add(_CALLS[name], f"calls {name}", node)
             elif name.endswith(".as_subclass"):
@@ -105,8 +122,6 @@ def scan(source: str) -> list[Hack]:
                 add(HackKind.PATCHING, "reaches into sys.modules", node)
             elif node.attr in _FRAME_ATTRS:
                 add(HackKind.INTROSPECTION, f"reads .{node.attr}", node)
-            elif node.attr in _LOW_PRECISION:
-                add(HackKind.PRECISION_DOWNCAST, f"uses {dotted(node) or node.attr}", node)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             if node.value in _FRAME_ATTRS:
                 add(HackKind.INTROSPECTION, f"names .{node.value}", node)
@@ -116,6 +131,20 @@ def scan(source: str) -> list[Hack]:
         elif isinstance(node, ast.FunctionDef) and node.name in _SUBCLASS_HOOKS:
             add(HackKind.LAZY_TENSOR, f"defines {node.name}", node)
     return list(hacks.values())
+
+
+def _low_precision_cast(call: ast.Call) -> str:
+    """The low-precision type a call casts to (`.to(x)`, `dtype=x`, `.half()`), or ''."""
+    if isinstance(call.func, ast.Attribute) and call.func.attr in ("half", "bfloat16"):
+        return call.func.attr
+    for arg in [*call.args, *(k.value for k in call.keywords)]:
+        name = dotted(arg) if isinstance(arg, ast.Attribute) else ""
+        text = arg.value if isinstance(arg, ast.Constant) else None
+        if name.rsplit(".", 1)[-1] in _LOW_PRECISION:
+            return name
+        if isinstance(text, str) and text in ("fp16", "bf16", "float16", "bfloat16"):
+            return text
+    return ""
 
 
 def dotted(node: ast.AST) -> str:

@@ -10,8 +10,15 @@ from evaluator.static_scan import scan
 
 @pytest.mark.parametrize(("source", "kind"), [
     ("s = torch.cuda.Stream()\n", HackKind.SIDE_STREAM),
-    ("import threading\n", HackKind.BACKGROUND_WORK),
-    ("from concurrent.futures import ThreadPoolExecutor\n", HackKind.BACKGROUND_WORK),
+    ("threading.Thread(target=f).start()\n", HackKind.BACKGROUND_WORK),
+    ("pool = ThreadPoolExecutor(2)\n", HackKind.BACKGROUND_WORK),
+    ("y = x.to(torch.float16)\n", HackKind.PRECISION_DOWNCAST),
+    ("y = x.half()\n", HackKind.PRECISION_DOWNCAST),
+    ("a = a.to(tl.dtype('fp16'))\n", HackKind.PRECISION_DOWNCAST),
+    ("f = run.__globals__\n", HackKind.INTROSPECTION),
+    ("exec('x = 1')\n", HackKind.SANDBOX_ESCAPE),
+    ("import ctypes\n", HackKind.SANDBOX_ESCAPE),
+    ("lib = torch.library.Library('aten', 'IMPL')\n", HackKind.PATCHING),
     ("torch.allclose = lambda *a, **k: True\n", HackKind.PATCHING),
     ("setattr(torch.cuda.Event, 'elapsed_time', f)\n", HackKind.PATCHING),
     ("f = sys._getframe(1)\n", HackKind.INTROSPECTION),
@@ -35,3 +42,10 @@ def test_plain_triton_code_and_broken_source_are_clean() -> None:
               "out = torch.empty_like(x)\nkernel[(4,)](x, out, BLOCK=128)\n")
     assert scan(honest) == []
     assert scan("def broken(:\n") == []
+
+
+def test_common_honest_idioms_are_clean() -> None:
+    """A lock around a cache and a dtype table appear in real wrappers; they are not hacks."""
+    assert scan("import threading\n_lock = threading.Lock()\n") == []
+    assert scan("TL = {torch.float16: tl.float16, torch.float32: tl.float32}\n") == []
+    assert scan("if x.dtype == torch.bfloat16:\n    pass\n") == []
