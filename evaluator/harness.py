@@ -188,10 +188,12 @@ def reference_main(chan: Channel, job: dict[str, Any]) -> None:
 
 def run_reference(job: dict[str, Any], device: torch.device) -> tuple[dict[str, Any], list[Any]]:
     path, cfg = job["reference_path"], job["config"]
-    ref = load_module(job["reference"], path, "drkernel_reference", status="runtime_error")
+    with traced() as loading:
+        ref = load_module(job["reference"], path, "drkernel_reference", status="runtime_error")
     require(ref, ("Model", "get_inputs", "get_init_inputs"), path)
     try:
-        model = build(ref.Model, init_inputs(ref, cfg["seed"]), cfg["seed"], device)
+        with traced() as building:
+            model = build(ref.Model, init_inputs(ref, cfg["seed"]), cfg["seed"], device)
         plan, outputs, counts, ops = [], [], [], Counter[str]()
         trial_inputs: list[list[Any]] = []
         for i, seed in enumerate(trial_seeds(cfg["seed"], cfg["correct_trials"])):
@@ -208,7 +210,8 @@ def run_reference(job: dict[str, Any], device: torch.device) -> tuple[dict[str, 
         input_dtypes = {str(x.dtype).removeprefix("torch.") for inputs in trial_inputs
                         for x in inputs if isinstance(x, torch.Tensor)}
         header: dict[str, Any] = {"ok": True, "plan": plan, "counts": counts, "ops": dict(ops),
-                                  "input_dtypes": sorted(input_dtypes)}
+                                  "input_dtypes": sorted(input_dtypes),
+                                  "load_ops": dict(loading.ops + building.ops)}
         if job.get("time"):
             header["timing"], _ = timing.time_forward(model, trial_inputs, cfg)
     except BaseException as exc:
@@ -341,6 +344,8 @@ class _CandidateRun:
                  grad: bool = False) -> tuple[list[torch.Tensor], monitor.OpTracer]:
         def call() -> tuple[list[torch.Tensor], monitor.OpTracer]:
             with torch.set_grad_enabled(grad), traced(poison) as tracer:
+                tracer.state_ptrs = {t.untyped_storage().data_ptr() for t in
+                                     [*self.model.parameters(), *self.model.buffers()]}
                 ys = flatten(self.model(*inputs))
             return tensors_only(ys, self.path), tracer
 

@@ -242,7 +242,8 @@ def _framework_compute(ref: dict[str, Any], cand: dict[str, Any],
         evidence.append(f"torch built a {largest}-element intermediate for a "
                         f"{output_numel}-element output")
     loading = {op for op in compute_ops(cand.get("load_ops", {}))
-               if is_heavy(op) or (elementwise_problem and op not in _INIT_OPS)}
+               if is_heavy(op) or (elementwise_problem and op not in _INIT_OPS
+                                   and op not in ref.get("load_ops", {}))}
     if loading:
         evidence.append(f"torch {', '.join(sorted(loading))} ran while loading the candidate")
     reads = cand["ops"].get("_local_scalar_dense", 0)

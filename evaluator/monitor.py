@@ -197,6 +197,8 @@ class Monitor:
         (Triton's own cache and source reads excepted), or another process's /proc."""
         if _other_process(args):
             return True
+        if _own_source_read(args, self.candidate_path):
+            return False
         if self.by_untrusted(4):
             return True
         return self.untrusted_on_stack(4) and not _nearest_is_triton(4) and not _importing(4)
@@ -253,6 +255,16 @@ def _other_process(args: tuple[Any, ...]) -> bool:
     return head.isdigit() and int(head) != os.getpid()
 
 
+def _own_source_read(args: tuple[Any, ...], own: str) -> bool:
+    """A read-only open of the source the child was given (linecache, for a warning)."""
+    path = args[0] if args else None
+    mode = args[1] if len(args) > 1 else "r"
+    if not isinstance(path, (str, bytes)) or not isinstance(mode, str):
+        return False
+    return set(mode) <= set("rbt") and os.path.realpath(os.fsdecode(path)) == \
+        os.path.realpath(own)
+
+
 def _attr(args: tuple[Any, ...]) -> str:
     return str(args[1]) if len(args) > 1 else ""
 
@@ -291,6 +303,8 @@ class OpTracer(TorchDispatchMode):
         """Per op, the most elements one call of it produced."""
         self.poison = poison
         self.downcasts: list[str] = []
+        self.state_ptrs: set[int] = set()
+        """Storages of the module's parameters and buffers (set by the harness)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -298,12 +312,23 @@ class OpTracer(TorchDispatchMode):
             return out  # autotune benchmarking and the interpreter's own tensor work
         name = _op_name(func)
         self.ops[name] += 1
-        if isinstance(out, torch.Tensor):
+        if isinstance(out, torch.Tensor) and not self._state_epilogue(name, args, out):
             self.largest[name] = max(self.largest.get(name, 0), out.numel())
             self._note_downcast(name, args, out)
         if self.poison and name in _EMPTY_OPS and isinstance(out, torch.Tensor):
             _fill_poison(out)
         return out
+
+    def _state_epilogue(self, name: str, args: tuple[Any, ...], out: torch.Tensor) -> bool:
+        """A binary add/sub/mul/div with a parameter or buffer, no larger than an operand:
+        applying a bias or scale (or folding one into a weight), not building new work."""
+        if name not in _EPILOGUE_OPS or len(args) < 2:
+            return False
+        a, b = args[0], args[1]
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+            return False
+        own = [t for t in (a, b) if t.untyped_storage().data_ptr() in self.state_ptrs]
+        return bool(own) and out.shape in (a.shape, b.shape)
 
     def _note_downcast(self, name: str, args: tuple[Any, ...], out: torch.Tensor) -> None:
         if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor):
@@ -317,6 +342,7 @@ class OpTracer(TorchDispatchMode):
 
 
 _LOW_FLOATS = (torch.float16, torch.bfloat16)
+_EPILOGUE_OPS = frozenset({"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"})
 
 
 def _op_name(func: Any) -> str:

@@ -71,6 +71,10 @@ _DISPATCH_ESCAPES = frozenset({
 _LOW_PRECISION = ("float16", "bfloat16", "half", "float8e4nv", "float8e5", "float8_e4m3fn",
                   "float8_e5m2")
 _PATCHABLE_ROOTS = ("torch", "time", "triton", "np", "numpy", "builtins", "evaluator")
+_BACKEND_SETTINGS = frozenset({
+    "torch.backends.cuda.matmul.allow_tf32", "torch.backends.cudnn.allow_tf32",
+    "torch.backends.cudnn.benchmark", "torch.backends.cudnn.deterministic",
+})
 _SUBCLASS_HOOKS = ("__torch_function__", "__torch_dispatch__")
 
 
@@ -82,6 +86,9 @@ def scan(source: str) -> list[Hack]:
     except SyntaxError:
         return []
     hacks: dict[tuple[HackKind, str], Hack] = {}
+    # Casts under an `if` are often dead branches of a dtype-generic kernel (`if IS_FP16:`).
+    conditional = {id(n) for branch in ast.walk(tree) if isinstance(branch, ast.If)
+                   for stmt in [*branch.body, *branch.orelse] for n in ast.walk(stmt)}
 
     def add(kind: HackKind, evidence: str, node: ast.AST) -> None:
         line = getattr(node, "lineno", 0)
@@ -91,7 +98,7 @@ def scan(source: str) -> list[Hack]:
         if isinstance(node, ast.Call):
             name = dotted(node.func)
             cast = _low_precision_cast(node)
-            if cast:
+            if cast and id(node) not in conditional:
                 add(HackKind.PRECISION_DOWNCAST, f"casts to {cast}", node)
             if name in _CALLS:
                 add(_CALLS[name], f"calls {name}", node)
@@ -111,7 +118,8 @@ def scan(source: str) -> list[Hack]:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 name = dotted(target)
-                if isinstance(target, ast.Attribute) and name.startswith(_PATCHABLE_ROOTS):
+                if isinstance(target, ast.Attribute) and name.startswith(_PATCHABLE_ROOTS) \
+                        and name not in _BACKEND_SETTINGS:
                     add(HackKind.PATCHING, f"assigns {name}", node)
         elif isinstance(node, ast.Attribute):
             if dotted(node) in ("os.environ",):

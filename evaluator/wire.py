@@ -34,7 +34,7 @@ def pack(header: dict[str, Any], tensors: list[torch.Tensor] | None = None) -> b
     for t in tensors:
         t = t.detach().to("cpu").contiguous()
         metas.append({"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)})
-        blobs.append(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        blobs.append(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     head = json.dumps({"header": header, "tensors": metas}).encode()
     parts = [_LEN.pack(len(head)), head]
     for blob in blobs:
