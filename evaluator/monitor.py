@@ -121,25 +121,21 @@ class Monitor:
             frame = frame.f_back
         return False
 
-    def unguarded(self, depth: int) -> bool:
-        """For processes, sockets, signals and threads: refuse unless Triton itself acts.
+    def unguarded(self, depth: int, program: str | None = None) -> bool:
+        """For processes and threads: refuse unless Triton itself acts, and then run only
+        its compiler tools (ptxas, a C compiler) as programs.
 
-        Stricter than `by_untrusted`: untrusted code can hand a builtin such as `os.system`
-        to a torch utility (`tree_map`) or to a finalizer that runs in the judge's frame.
+        Untrusted code can hand a builtin such as `os.system` to a torch utility
+        (`tree_map`) or to a finalizer that runs in the judge's frame: neither is Triton.
         """
         if not self.active:
             return False
         frame: types.FrameType | None = sys._getframe(depth)
-        nearest = ""
-        while frame is not None:
-            name = frame.f_code.co_filename
-            kind = origin(name)
-            if kind == "untrusted":
-                return True
-            if not nearest and kind != "stdlib":
-                nearest = name
+        while frame is not None and origin(frame.f_code.co_filename) == "stdlib":
             frame = frame.f_back
-        return not nearest.startswith(_TRITON_DIR)
+        if frame is None or not frame.f_code.co_filename.startswith(_TRITON_DIR):
+            return True
+        return program is not None and not _compiler_tool(program)
 
     def untrusted_on_stack(self, depth: int) -> bool:
         frame: types.FrameType | None = sys._getframe(depth)
@@ -176,9 +172,9 @@ class Monitor:
             self._check_code(event, args)
         elif event.startswith("ctypes.") and self.by_untrusted(3):
             self.refuse("sandbox_escape", f"{event} (ctypes)")
-        elif event.startswith(_BLOCKED_PROCESS_EVENTS) and self.unguarded(3):
+        elif event.startswith(_BLOCKED_PROCESS_EVENTS) and self.unguarded(3, _program(args)):
             self.refuse("background_work", f"{event} {_short(args)}")
-        elif event.startswith(_BLOCKED_NET_EVENTS) and self.unguarded(3):
+        elif event.startswith(_BLOCKED_NET_EVENTS):
             self.refuse("io_access", f"network {event} {_short(args)}")
         elif event in _FILE_EVENTS and self._file_refused(args):
             self.refuse("io_access", f"file {event} {_short(args)}")
@@ -225,6 +221,22 @@ class Monitor:
 
 def _short(args: tuple[Any, ...]) -> str:
     return repr(args)[:200]
+
+
+_COMPILER_TOOLS = frozenset({"ptxas", "ptxas-blackwell", "cuobjdump", "nvdisasm", "nvlink",
+                             "fatbinary", "gcc", "cc", "clang", "g++", "c++", "ld", "ld.lld"})
+
+
+def _program(args: tuple[Any, ...]) -> str:
+    """The program a process event would run ('' when there is none, e.g. a fork)."""
+    first = args[0] if args else None
+    if first is None and len(args) > 1 and isinstance(args[1], (list, tuple)) and args[1]:
+        first = args[1][0]
+    return os.fsdecode(first) if isinstance(first, (str, bytes)) else ""
+
+
+def _compiler_tool(program: str) -> bool:
+    return program.startswith(_TRITON_DIR) or os.path.basename(program) in _COMPILER_TOOLS
 
 
 def _nearest_is_triton(depth: int) -> bool:

@@ -68,3 +68,17 @@ def test_a_detached_grandchild_does_not_outlive_its_evaluation(tmp_path: Any) ->
     assert proc.returncode == 0, proc.stderr
     assert pidfile.exists(), "the grandchild ran"
     assert proc.stdout.strip() == "gone"
+
+
+def test_only_triton_may_start_programs_and_only_its_compiler_tools() -> None:
+    """On a GPU, Triton runs ptxas and a C compiler inside the candidate's first forward."""
+    from evaluator import monitor
+
+    source = "def launch(mon, program):\n    return mon.unguarded(1, program)\n"
+    triton_like: dict[str, Any] = {}
+    exec(compile(source, monitor._TRITON_DIR + "compiler_stand_in.py", "exec"), triton_like)
+    mon = monitor.Monitor(candidate_path="/scratch/candidate.py", active=True)
+    assert triton_like["launch"](mon, "/usr/local/cuda/bin/ptxas") is False
+    assert triton_like["launch"](mon, "/usr/bin/gcc") is False
+    assert triton_like["launch"](mon, "/bin/sh") is True
+    assert mon.unguarded(1, "/usr/bin/gcc") is True, "from anywhere else, nothing runs"
