@@ -211,7 +211,9 @@ def run_reference(job: dict[str, Any], device: torch.device) -> tuple[dict[str, 
                         for x in inputs if isinstance(x, torch.Tensor)}
         header: dict[str, Any] = {"ok": True, "plan": plan, "counts": counts, "ops": dict(ops),
                                   "input_dtypes": sorted(input_dtypes),
-                                  "load_ops": dict(loading.ops + building.ops)}
+                                  "load_ops": dict(loading.ops + building.ops),
+                                  "state_numel": max((t.numel() for t in [
+                                      *model.parameters(), *model.buffers()]), default=0)}
         if job.get("time"):
             header["timing"], _ = timing.time_forward(model, trial_inputs, cfg)
     except BaseException as exc:
@@ -311,7 +313,8 @@ class _CandidateRun:
         header = {
             "ok": True, "counts": counts, "ops": dict(ops), "largest": largest,
             "load_ops": dict(loading.ops),
-            "downcasts": downcasts[:8], "own_launches_per_trial": own,
+            "downcasts": (downcasts + self.mon.kernel_downcasts)[:8],
+            "own_launches_per_trial": own,
             "launches": _launch_summary(self.mon.launches),
             "own_launches_grad": self.own_launches_grad, "ghost_trial": self.ghost_trial,
             "groups": {k: len(v) for k, v in probes.items()},

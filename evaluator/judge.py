@@ -237,10 +237,18 @@ def _framework_compute(ref: dict[str, Any], cand: dict[str, Any],
     calls = sum(n for op, n in cand["ops"].items() if op in cand_ops) / trials
     if calls > _TORCH_CALLS_PER_TRIAL:
         evidence.append(f"{calls:.0f} torch compute calls per forward")
-    largest = max((n for op, n in cand.get("largest", {}).items() if op in cand_ops), default=0)
+    sizes = cand.get("largest", {})
+    largest = max((n for op, n in sizes.items() if op in cand_ops), default=0)
     if output_numel and largest > _INTERMEDIATE_FACTOR * output_numel:
         evidence.append(f"torch built a {largest}-element intermediate for a "
                         f"{output_numel}-element output")
+    # A bias or scale step with the module's parameters may be as large as the reference's
+    # own parameters (folding a norm into a weight), not larger.
+    epilogue = sizes.get("epilogue", 0)
+    if output_numel and epilogue > max(_INTERMEDIATE_FACTOR * output_numel,
+                                       ref.get("state_numel", 0)):
+        evidence.append(f"torch built a {epilogue}-element intermediate with the module's "
+                        f"tensors for a {output_numel}-element output")
     loading = {op for op in compute_ops(cand.get("load_ops", {}))
                if is_heavy(op) or (elementwise_problem and op not in _INIT_OPS
                                    and op not in ref.get("load_ops", {}))}

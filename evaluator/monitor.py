@@ -11,6 +11,7 @@ untrusted code is refused, and any source compiled under a trusted path must be 
 from __future__ import annotations
 
 import _thread
+import functools
 import os
 import posix
 import sys
@@ -72,8 +73,11 @@ class Launch:
     raised: str = ""
 
 
+@functools.lru_cache(maxsize=4096)
 def origin(filename: str) -> str:
     """Who wrote the code in `filename`: stdlib, harness, library or untrusted."""
+    if not filename.startswith("<"):
+        filename = os.path.normpath(filename)  # `<triton>/../../scratch/x.py` is not Triton's
     if filename.startswith(_HERE):
         return "harness"
     if filename.startswith(_LIBRARIES):
@@ -94,6 +98,8 @@ class Monitor:
     """Record candidate activity only while its code runs (load, construction, forwards)."""
     _in_hook: bool = False
     on_gpu: bool = False
+    kernel_downcasts: list[str] = field(default_factory=list)
+    """Casts of fp32 values to fp16/bf16 inside kernels, seen by the interpreter."""
 
     def flag(self, kind: str, evidence: str) -> None:
         if (kind, evidence) not in self.findings and len(self.findings) < 64:
@@ -113,7 +119,7 @@ class Monitor:
         frame: types.FrameType | None = sys._getframe(depth)
         while frame is not None:
             name = frame.f_code.co_filename
-            if name.startswith("<frozen importlib"):
+            if _is_import(frame):
                 return False  # an import statement: the import system opens files
             kind = origin(name)
             if kind != "stdlib":
@@ -172,7 +178,7 @@ class Monitor:
             self._check_code(event, args)
         elif event.startswith("ctypes.") and self.by_untrusted(3):
             self.refuse("sandbox_escape", f"{event} (ctypes)")
-        elif event.startswith(_BLOCKED_PROCESS_EVENTS) and self.unguarded(3, _program(args)):
+        elif event.startswith(_BLOCKED_PROCESS_EVENTS) and self.unguarded(3, _program(event, args)):
             self.refuse("background_work", f"{event} {_short(args)}")
         elif event.startswith(_BLOCKED_NET_EVENTS):
             self.refuse("io_access", f"network {event} {_short(args)}")
@@ -203,12 +209,18 @@ class Monitor:
         if self.direct_untrusted(4):
             self.refuse("sandbox_escape", f"{event} of code at run time")
         if event == "compile" and len(args) > 1:
-            filename = str(args[1])
+            filename = os.fsdecode(args[1]) if isinstance(args[1], (str, bytes)) else ""
+            if filename and filename[0] != "<" and filename != os.path.normpath(filename):
+                self.refuse("sandbox_escape", f"code compiled under the name {filename}")
             if origin(filename) != "untrusted" and not _is_source_of(args[0], filename):
                 self.refuse("sandbox_escape", f"code compiled under the name {filename}")
 
     def on_launch(self, fn: Any, args: tuple[Any, ...]) -> bool:
         """Record a Triton launch; False means skip it (ghost run)."""
+        if self.active and getattr(fn, "pre_run_hooks", None):
+            # Triton calls these from its own frames with the kernel's arguments, so a C
+            # callable (`torch.matmul`, `os.system`, `exec`) would act under Triton's name.
+            self.refuse("sandbox_escape", "a pre-run hook on a kernel")
         code = getattr(getattr(fn, "fn", fn), "__code__", None)
         own = code is not None and code.co_filename == self.candidate_path
         dtypes = sorted({str(a.dtype).removeprefix("torch.") for a in args
@@ -227,8 +239,11 @@ _COMPILER_TOOLS = frozenset({"ptxas", "ptxas-blackwell", "cuobjdump", "nvdisasm"
                              "fatbinary", "gcc", "cc", "clang", "g++", "c++", "ld", "ld.lld"})
 
 
-def _program(args: tuple[Any, ...]) -> str:
-    """The program a process event would run ('' when there is none, e.g. a fork)."""
+def _program(event: str, args: tuple[Any, ...]) -> str:
+    """The program a `subprocess.Popen` would run; '' for any other process event (a shell,
+    a fork, a signal), which no tool of Triton's needs."""
+    if event != "subprocess.Popen":
+        return ""
     first = args[0] if args else None
     if first is None and len(args) > 1 and isinstance(args[1], (list, tuple)) and args[1]:
         first = args[1][0]
@@ -236,7 +251,10 @@ def _program(args: tuple[Any, ...]) -> str:
 
 
 def _compiler_tool(program: str) -> bool:
-    return program.startswith(_TRITON_DIR) or os.path.basename(program) in _COMPILER_TOOLS
+    if not program:
+        return False
+    return os.path.basename(program) in _COMPILER_TOOLS or \
+        os.path.realpath(program).startswith(_TRITON_DIR)
 
 
 def _nearest_is_triton(depth: int) -> bool:
@@ -249,10 +267,16 @@ def _nearest_is_triton(depth: int) -> bool:
 def _importing(depth: int) -> bool:
     frame: types.FrameType | None = sys._getframe(depth)
     while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
+        if _is_import(frame):
             return True
         frame = frame.f_back
     return False
+
+
+def _is_import(frame: types.FrameType) -> bool:
+    """An import in progress: not merely a loader method called from anywhere."""
+    code = frame.f_code
+    return code.co_name == "_find_and_load" and code.co_filename.startswith("<frozen importlib")
 
 
 def _other_process(args: tuple[Any, ...]) -> bool:
@@ -312,7 +336,8 @@ class OpTracer(TorchDispatchMode):
         super().__init__()
         self.ops: Counter[str] = Counter()
         self.largest: dict[str, int] = {}
-        """Per op, the most elements one call of it produced."""
+        """Per op, the most elements one call of it produced; bias or scale steps with the
+        module's own parameters are kept apart under `epilogue`."""
         self.poison = poison
         self.downcasts: list[str] = []
         self.state_ptrs: set[int] = set()
@@ -324,8 +349,9 @@ class OpTracer(TorchDispatchMode):
             return out  # autotune benchmarking and the interpreter's own tensor work
         name = _op_name(func)
         self.ops[name] += 1
-        if isinstance(out, torch.Tensor) and not self._state_epilogue(name, args, out):
-            self.largest[name] = max(self.largest.get(name, 0), out.numel())
+        if isinstance(out, torch.Tensor):
+            key = "epilogue" if self._state_epilogue(name, args, out) else name
+            self.largest[key] = max(self.largest.get(key, 0), out.numel())
             self._note_downcast(name, args, out)
         if self.poison and name in _EMPTY_OPS and isinstance(out, torch.Tensor):
             _fill_poison(out)
@@ -428,6 +454,7 @@ def install(monitor: Monitor) -> None:
     _hook_dispatch_escapes(monitor)
     _hook_launches(monitor)
     _first_autotune_config_only_without_gpu()
+    _hook_interpreter_casts(monitor)
 
 
 def _hook_threads(monitor: Monitor) -> None:
@@ -529,6 +556,29 @@ def _first_autotune_config_only_without_gpu() -> None:
 
     autotuner.autotune = autotune
     triton.autotune = autotune
+
+
+def _hook_interpreter_casts(monitor: Monitor) -> None:
+    """In the interpreter, every in-kernel cast goes through these two builder methods."""
+    if torch.cuda.is_available():
+        return
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpreterBuilder
+
+    full, low = (tl.float32, tl.float64), (tl.float16, tl.bfloat16)
+
+    def watched(method: Callable[..., Any]) -> Callable[..., Any]:
+        def cast(self: Any, src: Any, dst_type: Any, *args: Any) -> Any:
+            if monitor.active and src.dtype.scalar in full and dst_type.scalar in low:
+                note = f"kernel cast {src.dtype.scalar} -> {dst_type.scalar}"
+                if note not in monitor.kernel_downcasts:
+                    monitor.kernel_downcasts.append(note)
+            return method(self, src, dst_type, *args)
+
+        return cast
+
+    InterpreterBuilder.cast_impl = watched(InterpreterBuilder.cast_impl)
+    InterpreterBuilder.create_fp_to_fp = watched(InterpreterBuilder.create_fp_to_fp)
 
 
 def snapshot() -> dict[str, int]:
