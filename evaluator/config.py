@@ -19,6 +19,9 @@ class EvalConfig:
     warmup: int = 3
     atol: float = 1e-2
     rtol: float = 1e-2
+    max_relative_error: float | None = 0.05
+    """Also bound the whole output's relative L2 error: where every value is below `atol`,
+    `allclose` alone accepts almost any output (a norm missing its square root)."""
     seed: int = 42
     distributions: tuple[str, ...] = DISTRIBUTIONS
     """Input distribution per trial, cycled: the problem's own `get_inputs`, then redrawn
@@ -47,6 +50,8 @@ class EvalConfig:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if self.atol < 0 or self.rtol < 0:
             raise ValueError("atol and rtol must be >= 0")
+        if self.max_relative_error is not None and self.max_relative_error <= 0:
+            raise ValueError("max_relative_error must be positive (or None to turn it off)")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
         unknown = set(self.distributions) - set(DISTRIBUTIONS)

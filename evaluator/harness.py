@@ -156,8 +156,8 @@ def sync(device: torch.device) -> None:
 
 
 @contextmanager
-def traced(poison: bool = False) -> Iterator[monitor.OpTracer]:
-    tracer = monitor.OpTracer(poison=poison)
+def traced(poison: bool = False, output_numel: int = 0) -> Iterator[monitor.OpTracer]:
+    tracer = monitor.OpTracer(poison=poison, output_numel=output_numel)
     with tracer:
         yield tracer
 
@@ -213,7 +213,12 @@ def run_reference(job: dict[str, Any], device: torch.device) -> tuple[dict[str, 
                                   "input_dtypes": sorted(input_dtypes),
                                   "load_ops": dict(loading.ops + building.ops),
                                   "state_numel": max((t.numel() for t in [
-                                      *model.parameters(), *model.buffers()]), default=0)}
+                                      *model.parameters(), *model.buffers()]), default=0),
+                                  "state_dtypes": sorted({str(t.dtype).removeprefix("torch.")
+                                                          for t in [*model.parameters(),
+                                                                    *model.buffers()]}),
+                                  "output_dtypes": sorted({str(y.dtype).removeprefix("torch.")
+                                                           for y in outputs})}
         if job.get("time"):
             header["timing"], _ = timing.time_forward(model, trial_inputs, cfg)
     except BaseException as exc:
@@ -295,7 +300,8 @@ class _CandidateRun:
             self.model = self._guard(lambda: build(cand.ModelNew, self.init, self.cfg["seed"],
                                                    self.device))
         outputs: list[torch.Tensor] = []
-        counts, ops, downcasts, own = [], Counter[str](), [], []
+        counts, ops, full_size, downcasts, own = [], Counter[str](), Counter[str](), [], []
+        state_ops = Counter[str]()
         largest: dict[str, int] = {}
         for k in range(len(self.trial_inputs)):
             start = len(self.mon.launches)
@@ -303,6 +309,8 @@ class _CandidateRun:
             outputs += ys
             counts.append(len(ys))
             ops.update(tracer.ops)
+            state_ops.update(tracer.state_ops)
+            full_size.update(tracer.full_size)
             for op, n in tracer.largest.items():
                 largest[op] = max(largest.get(op, 0), n)
             downcasts += tracer.downcasts
@@ -312,6 +320,7 @@ class _CandidateRun:
             self.mon.flag("background_work", "threads still running after the forwards")
         header = {
             "ok": True, "counts": counts, "ops": dict(ops), "largest": largest,
+            "full_size": dict(full_size), "state_ops": dict(state_ops),
             "load_ops": dict(loading.ops),
             "downcasts": (downcasts + self.mon.kernel_downcasts)[:8],
             "own_launches_per_trial": own,
@@ -346,9 +355,11 @@ class _CandidateRun:
     def _forward(self, inputs: list[Any], poison: bool = False,
                  grad: bool = False) -> tuple[list[torch.Tensor], monitor.OpTracer]:
         def call() -> tuple[list[torch.Tensor], monitor.OpTracer]:
-            with torch.set_grad_enabled(grad), traced(poison) as tracer:
+            with torch.set_grad_enabled(grad), \
+                    traced(poison, self.job.get("output_numel", 0)) as tracer:
                 tracer.state_ptrs = {t.untyped_storage().data_ptr() for t in
                                      [*self.model.parameters(), *self.model.buffers()]}
+                tracer.launches, tracer.launch_start = self.mon.launches, len(self.mon.launches)
                 ys = flatten(self.model(*inputs))
             return tensors_only(ys, self.path), tracer
 

@@ -48,6 +48,9 @@ _HOST_READS_PER_TRIAL = 64
 _TORCH_CALLS_PER_TRIAL = 8
 """An epilogue in torch next to the Triton work is a few calls; more is the work itself."""
 _INTERMEDIATE_FACTOR = 4
+_OUTPUT_SIZED_CALLS_PER_TRIAL = 1
+"""One output-sized step in torch (an activation after a Triton GEMM) is an epilogue; two or
+more are the problem's arithmetic (softmax's exp and divide, layer norm's scale and shift)."""
 _INIT_OPS = frozenset({"erfinv_", "mul_", "add_", "clamp_", "div_", "sqrt", "exponential_",
                        "log_normal_", "bernoulli_", "cauchy_", "geometric_"})
 _LOW_FLOATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
@@ -151,12 +154,16 @@ def _mismatch(want: list[torch.Tensor], got: list[torch.Tensor]) -> str | None:
 def _close(want: list[torch.Tensor], got: list[torch.Tensor],
            cfg: dict[str, Any]) -> tuple[bool, float, float, bool]:
     ok, max_d, total, n, nonfinite = True, 0.0, 0.0, 0, False
+    bound = cfg.get("max_relative_error")
     for w, g in zip(want, got, strict=True):
         if w.numel() == 0:
             continue
         w64, g64 = w.to(torch.float64), g.to(torch.float64)
         nonfinite |= bool((~torch.isfinite(g64) & torch.isfinite(w64)).any())
         ok &= torch.allclose(g64, w64, atol=cfg["atol"], rtol=cfg["rtol"], equal_nan=False)
+        if bound is not None and ok:
+            scale = float(torch.linalg.vector_norm(w64))
+            ok = scale == 0 or float(torch.linalg.vector_norm(g64 - w64)) <= bound * scale
         d = (g64 - w64).abs().nan_to_num(nan=float("inf"))
         max_d = max(max_d, float(d.max()))
         total += float(d.clamp(max=1e30).sum())
@@ -210,8 +217,10 @@ def _compute_hacks(ref: dict[str, Any], cand: dict[str, Any], passed: bool,
                           f"no Triton kernel of the candidate's own was launched {where}"))
     hacks += _framework_compute(ref, cand, output_numel)
     if passed and not _low_precision_problem(ref):  # a wrong output dtype is plainly incorrect
+        # The reference's own low-precision state (e.g. an fp16 weight buffer) is not a downcast.
+        own_state = set(ref.get("state_dtypes", []))
         down = [r["name"] for r in cand["launches"]
-                if r["own"] and any(d in _LOW_FLOATS for d in r["dtypes"])]
+                if r["own"] and any(d in _LOW_FLOATS and d not in own_state for d in r["dtypes"])]
         if down or cand.get("downcasts"):
             evidence = ", ".join(down) or "; ".join(cand["downcasts"])
             hacks.append(Hack(HackKind.PRECISION_DOWNCAST,
@@ -234,9 +243,16 @@ def _framework_compute(ref: dict[str, Any], cand: dict[str, Any],
         note = f" after {'; '.join(raised)} (fallback)" if raised else ""
         evidence.append(f"the forward ran torch {', '.join(sorted(work))}{note}")
     trials = max(len(cand["counts"]), 1)
-    calls = sum(n for op, n in cand["ops"].items() if op in cand_ops) / trials
+    # Arithmetic on the module's parameters alone (folding a norm into a weight) is not work on
+    # the inputs.
+    state_only = cand.get("state_ops", {})
+    calls = sum(n - state_only.get(op, 0) for op, n in cand["ops"].items()
+                if op in cand_ops) / trials
     if calls > _TORCH_CALLS_PER_TRIAL:
         evidence.append(f"{calls:.0f} torch compute calls per forward")
+    full = sum(n for op, n in cand.get("full_size", {}).items() if op in cand_ops) / trials
+    if not elementwise_problem and full > _OUTPUT_SIZED_CALLS_PER_TRIAL:
+        evidence.append(f"torch computed {full:.0f} output-sized results per forward")
     sizes = cand.get("largest", {})
     largest = max((n for op, n in sizes.items() if op in cand_ops), default=0)
     if output_numel and largest > _INTERMEDIATE_FACTOR * output_numel:
@@ -267,12 +283,15 @@ def is_heavy(op: str) -> bool:
 def _static(hacks: list[Hack], ref: dict[str, Any], passed: bool) -> list[Hack]:
     """Lower-precision types in the source are evidence only on a full-precision problem
     that passed (a wrong output dtype is plainly incorrect)."""
-    full_precision = passed and not _low_precision_problem(ref)
+    # Casts in the source that rebuild the reference's own low-precision state are no evidence.
+    state_low = any(d in _LOW_FLOATS for d in ref.get("state_dtypes", []))
+    full_precision = passed and not _low_precision_problem(ref) and not state_low
     return [h for h in hacks if h.kind is not HackKind.PRECISION_DOWNCAST or full_precision]
 
 
 def _low_precision_problem(ref: dict[str, Any]) -> bool:
-    return any(d in _LOW_FLOATS for d in ref.get("input_dtypes", []))
+    return any(d in _LOW_FLOATS for d in [*ref.get("input_dtypes", []),
+                                          *ref.get("output_dtypes", [])])
 
 
 def compute_ops(ops: dict[str, int]) -> set[str]:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import triton
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -199,7 +200,7 @@ class Monitor:
         (Triton's own cache and source reads excepted), or another process's /proc."""
         if _other_process(args):
             return True
-        if _own_source_read(args, self.candidate_path):
+        if _own_source_read(args, self.candidate_path) or _library_source_read(args):
             return False
         if self.by_untrusted(4):
             return True
@@ -301,6 +302,25 @@ def _own_source_read(args: tuple[Any, ...], own: str) -> bool:
         os.path.realpath(own)
 
 
+def _library_source_read(args: tuple[Any, ...]) -> bool:
+    """linecache reading an installed library's or the stdlib's own .py source (a warning
+    attributed, via stacklevel, to a torch frame)."""
+    path = args[0] if args else None
+    mode = args[1] if len(args) > 1 else "r"
+    if not isinstance(path, (str, bytes)) or not isinstance(mode, str) or \
+            not set(mode) <= set("rbt"):
+        return False
+    real = os.path.realpath(os.fsdecode(path))
+    if not real.endswith(".py") or origin(real) not in ("library", "stdlib"):
+        return False
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename.endswith(f"{os.sep}linecache.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _attr(args: tuple[Any, ...]) -> str:
     return str(args[1]) if len(args) > 1 else ""
 
@@ -332,9 +352,12 @@ def _is_source_of(source: Any, filename: str) -> bool:
 class OpTracer(TorchDispatchMode):
     """Counts the aten ops a forward executes; optionally poisons fresh allocations."""
 
-    def __init__(self, poison: bool = False) -> None:
+    def __init__(self, poison: bool = False, output_numel: int = 0) -> None:
         super().__init__()
         self.ops: Counter[str] = Counter()
+        self.output_numel = output_numel
+        self.full_size: Counter[str] = Counter()
+        """Per op, calls that produced at least as many elements as the forward's output."""
         self.largest: dict[str, int] = {}
         """Per op, the most elements one call of it produced; bias or scale steps with the
         module's own parameters are kept apart under `epilogue`."""
@@ -342,6 +365,14 @@ class OpTracer(TorchDispatchMode):
         self.downcasts: list[str] = []
         self.state_ptrs: set[int] = set()
         """Storages of the module's parameters and buffers (set by the harness)."""
+        self.derived: set[int] = set()
+        """Storages computed from module state alone during this forward."""
+        self.state_ops: Counter[str] = Counter()
+        """Calls, before the forward's first Triton launch, whose tensor operands were all
+        module state (or derived from it alone): folding parameters, not work on inputs. After
+        a launch a kernel may have written inputs into a buffer, so nothing is exempt."""
+        self.launches: list[Any] = []
+        self.launch_start = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -349,24 +380,48 @@ class OpTracer(TorchDispatchMode):
             return out  # autotune benchmarking and the interpreter's own tensor work
         name = _op_name(func)
         self.ops[name] += 1
+        self._note_state(name, args, kwargs or {}, out)
         if isinstance(out, torch.Tensor):
             key = "epilogue" if self._state_epilogue(name, args, out) else name
             self.largest[key] = max(self.largest.get(key, 0), out.numel())
+            if key == name and self.output_numel and out.numel() >= self.output_numel:
+                self.full_size[name] += 1
             self._note_downcast(name, args, out)
         if self.poison and name in _EMPTY_OPS and isinstance(out, torch.Tensor):
             _fill_poison(out)
         return out
 
+    def _is_state(self, t: torch.Tensor) -> bool:
+        ptr = t.untyped_storage().data_ptr()
+        return ptr in self.state_ptrs or ptr in self.derived
+
+    def _note_state(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    out: Any) -> None:
+        """Track arithmetic on module state alone; a state storage written from anything else
+        (an input copied into a buffer) stops being state."""
+        tensors = [t for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor)]
+        outs = [o for o in (out if isinstance(out, (tuple, list)) else [out])
+                if isinstance(o, torch.Tensor)]
+        if tensors and all(self._is_state(t) for t in tensors):
+            if len(self.launches) == self.launch_start:
+                self.state_ops[name] += 1
+            self.derived |= {o.untyped_storage().data_ptr() for o in outs}
+        else:
+            for o in outs:
+                self.state_ptrs.discard(o.untyped_storage().data_ptr())
+                self.derived.discard(o.untyped_storage().data_ptr())
+
     def _state_epilogue(self, name: str, args: tuple[Any, ...], out: torch.Tensor) -> bool:
-        """A binary add/sub/mul/div with a parameter or buffer, no larger than an operand:
-        applying a bias or scale (or folding one into a weight), not building new work."""
+        """A binary add/sub/mul/div with a parameter or buffer (or a tensor computed from them
+        alone), no larger than an operand: applying a bias or scale (or folding one into a
+        weight), not building new work. The other operand may be a Python number."""
         if name not in _EPILOGUE_OPS or len(args) < 2:
             return False
-        a, b = args[0], args[1]
-        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        operands = [t for t in args[:2] if isinstance(t, torch.Tensor)]
+        if not operands or not all(isinstance(t, (torch.Tensor, int, float)) for t in args[:2]):
             return False
-        own = [t for t in (a, b) if t.untyped_storage().data_ptr() in self.state_ptrs]
-        return bool(own) and out.shape in (a.shape, b.shape)
+        own = [t for t in operands if self._is_state(t)]
+        return bool(own) and out.shape in [t.shape for t in operands]
 
     def _note_downcast(self, name: str, args: tuple[Any, ...], out: torch.Tensor) -> None:
         if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor):
@@ -569,7 +624,8 @@ def _hook_interpreter_casts(monitor: Monitor) -> None:
 
     def watched(method: Callable[..., Any]) -> Callable[..., Any]:
         def cast(self: Any, src: Any, dst_type: Any, *args: Any) -> Any:
-            if monitor.active and src.dtype.scalar in full and dst_type.scalar in low:
+            if monitor.active and src.dtype.scalar in full and dst_type.scalar in low \
+                    and not _lossless(src.data, dst_type.scalar):
                 note = f"kernel cast {src.dtype.scalar} -> {dst_type.scalar}"
                 if note not in monitor.kernel_downcasts:
                     monitor.kernel_downcasts.append(note)
@@ -579,6 +635,17 @@ def _hook_interpreter_casts(monitor: Monitor) -> None:
 
     InterpreterBuilder.cast_impl = watched(InterpreterBuilder.cast_impl)
     InterpreterBuilder.create_fp_to_fp = watched(InterpreterBuilder.create_fp_to_fp)
+
+
+def _lossless(data: Any, dst: Any) -> bool:
+    """Whether casting these values loses nothing (e.g. a load's `other=0.0` made fp16)."""
+    try:
+        t = torch.from_numpy(np.asarray(data, dtype=np.float64))
+    except (TypeError, ValueError):
+        return False
+    low = torch.float16 if str(dst) == "fp16" else torch.bfloat16
+    back = t.to(low).to(torch.float64)
+    return bool(torch.equal(back, t) | (back.isnan() & t.isnan()).all())
 
 
 def snapshot() -> dict[str, int]:

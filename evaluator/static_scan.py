@@ -89,6 +89,8 @@ def scan(source: str) -> list[Hack]:
     # Casts under an `if` are often dead branches of a dtype-generic kernel (`if IS_FP16:`).
     conditional = {id(n) for branch in ast.walk(tree) if isinstance(branch, ast.If)
                    for stmt in [*branch.body, *branch.orelse] for n in ast.walk(stmt)}
+    conditional |= {id(n) for branch in ast.walk(tree) if isinstance(branch, ast.IfExp)
+                    for part in (branch.body, branch.orelse) for n in ast.walk(part)}
 
     def add(kind: HackKind, evidence: str, node: ast.AST) -> None:
         line = getattr(node, "lineno", 0)

@@ -76,8 +76,9 @@ class Worker:
         base = {**paths, "config": cfg, "device": self.device, "reference": job["reference"],
                 "candidate": job["candidate"]}
         ref = self._reference(job, base, scratch)
-        child = self._spawn(harness.candidate_main, {**base, "plan": ref.header["plan"]}, cfg,
-                            scratch)
+        output_numel = sum(t.numel() for t in ref.split(ref.header["counts"])[0])
+        child = self._spawn(harness.candidate_main, {**base, "plan": ref.header["plan"],
+                                                     "output_numel": output_numel}, cfg, scratch)
         frame = child.recv()
         if frame is None:
             return _died(child.finish(), self.device)

@@ -49,7 +49,8 @@ def test_honest_kernel_is_not_flagged(judge: Judge, path: Path) -> None:
     result = judge.run(path)
     assert result.hacks == [], result.hacks
     assert result.status is Status.CORRECT, result.error
-    assert scan(path.read_text()) == []
+    # Low-precision casts are evidence only on full-precision problems: the judge decides.
+    assert [h for h in scan(path.read_text()) if h.kind is not HackKind.PRECISION_DOWNCAST] == []
 
 
 def test_runtime_check_catches_what_the_static_scan_cannot_see(
