@@ -392,8 +392,8 @@ class OpTracer(TorchDispatchMode):
         return out
 
     def _is_state(self, t: torch.Tensor) -> bool:
-        ptr = t.untyped_storage().data_ptr()
-        return ptr in self.state_ptrs or ptr in self.derived
+        ptr = _storage_ptr(t)
+        return ptr is not None and (ptr in self.state_ptrs or ptr in self.derived)
 
     def _note_state(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                     out: Any) -> None:
@@ -405,11 +405,11 @@ class OpTracer(TorchDispatchMode):
         if tensors and all(self._is_state(t) for t in tensors):
             if len(self.launches) == self.launch_start:
                 self.state_ops[name] += 1
-            self.derived |= {o.untyped_storage().data_ptr() for o in outs}
+            self.derived |= {p for p in map(_storage_ptr, outs) if p is not None}
         else:
-            for o in outs:
-                self.state_ptrs.discard(o.untyped_storage().data_ptr())
-                self.derived.discard(o.untyped_storage().data_ptr())
+            for ptr in map(_storage_ptr, outs):
+                self.state_ptrs.discard(ptr)
+                self.derived.discard(ptr)
 
     def _state_epilogue(self, name: str, args: tuple[Any, ...], out: torch.Tensor) -> bool:
         """A binary add/sub/mul/div with a parameter or buffer (or a tensor computed from them
@@ -432,6 +432,14 @@ class OpTracer(TorchDispatchMode):
             return
         if src in (torch.float32, torch.float64) and dst in _LOW_FLOATS:
             self.downcasts.append(f"{name} {src} -> {dst}")
+
+
+def _storage_ptr(t: torch.Tensor) -> int | None:
+    """Where a tensor's data lives; None for tensors without plain storage (sparse, meta)."""
+    try:
+        return int(t.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):
+        return None
 
 
 _LOW_FLOATS = (torch.float16, torch.bfloat16)
