@@ -110,7 +110,8 @@ class Child:
             _kill_session(self.pid)
             _, status = os.waitpid(self.pid, 0)
         _kill_session(self.pid)
-        reap_orphans()
+        if _subreaper:
+            reap_orphans()
         if os.WIFSIGNALED(status):
             outcome.signal = os.WTERMSIG(status)
         else:
@@ -158,9 +159,16 @@ def spawn(
                  max_output_bytes=limits.max_file_bytes)
 
 
+_subreaper = False
+"""Only a subreaper's children are all its own runs' leftovers; any other caller of `spawn`
+(a test, a trainer) may have children of its own that must not be killed."""
+
+
 def become_subreaper() -> None:
     """Make the worker inherit whatever a child's descendants leave behind when they detach."""
+    global _subreaper
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    _subreaper = True
 
 
 def reap_orphans(rounds: int = 50) -> None:

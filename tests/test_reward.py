@@ -79,7 +79,7 @@ def test_compute_score_judges_a_model_response() -> None:
     response = f"<think>...</think>\nHere it is:\n```python\n{solution}```\n"
     out = compute_score("kernelbench", response, reference,
                         {"eval_config": {"device": "cpu", "correct_trials": 2}})
-    assert out["score"] == pytest.approx(0.5)
+    assert out["score"] == pytest.approx(0.5), out["result"]
     assert out["status"] == "correct"
     assert json.loads(out["result"])["trials_total"] == 2
 

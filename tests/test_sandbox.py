@@ -82,3 +82,16 @@ def test_only_triton_may_start_programs_and_only_its_compiler_tools() -> None:
     assert triton_like["launch"](mon, "/usr/bin/gcc") is False
     assert triton_like["launch"](mon, "/bin/sh") is True
     assert mon.unguarded(1, "/usr/bin/gcc") is True, "from anywhere else, nothing runs"
+
+
+def test_a_caller_that_is_not_a_subreaper_keeps_its_own_children(tmp_path: Any) -> None:
+    """Only the worker reaps leftovers: a test or trainer calling `spawn` keeps its children."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        child = spawn(_report_fds, {}, LIMITS, str(tmp_path))
+        child.recv()
+        child.finish()
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
