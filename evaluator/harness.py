@@ -231,7 +231,7 @@ def _reference_trial(model: torch.nn.Module, ref: ModuleType, seed: int, dist: s
                      ) -> tuple[list[Any], list[torch.Tensor], monitor.OpTracer]:
     inputs = make_inputs(ref, seed, dist, device)
     with _no_grad(), traced() as tracer:
-        ys = flatten(model(*[x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]))
+        ys = flatten(model(*timing.clones(inputs)))
     sync(device)
     return inputs, [y.detach() for y in tensors_only(ys, "")], tracer
 
@@ -332,7 +332,7 @@ class _CandidateRun:
 
     def inputs(self, trial: int) -> list[Any]:
         """Fresh copies of a trial's inputs (the candidate may have written to earlier ones)."""
-        return [x.clone() if isinstance(x, torch.Tensor) else x for x in self.trial_inputs[trial]]
+        return timing.clones(self.trial_inputs[trial])
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -367,7 +367,7 @@ class _CandidateRun:
         return result
 
     def _trial(self, inputs: list[Any]) -> tuple[list[torch.Tensor], monitor.OpTracer]:
-        saved = [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+        saved = timing.clones(inputs)
         ys, tracer = self._forward(inputs)
         for y in ys:
             if type(y) is not _Tensor:

@@ -85,16 +85,21 @@ def failed(status: str, error: dict[str, str] | None, device: str) -> EvalResult
                       speedup_note="the candidate did not pass")
 
 
+def _failed_report(header: dict[str, Any], device: str) -> EvalResult:
+    """A child that stopped with a failure; what it was seen doing first still counts."""
+    result = failed(header["status"], header.get("error"), device)
+    result.hacks = _runtime_hacks(header)
+    if result.hacks:
+        result.status = Status.HACKED
+    return result
+
+
 def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
                       static_hacks: list[Hack], device: str) -> EvalResult:
     """Compare outputs and weigh every observation; the status follows from both."""
     h = cand.header
     if not h["ok"]:
-        result = failed(h["status"], h.get("error"), device)
-        result.hacks = _runtime_hacks(h)
-        if result.hacks:
-            result.status = Status.HACKED
-        return result
+        return _failed_report(h, device)
     ref_trials, cand_trials = ref.split(ref.header["counts"]), cand.split(h["counts"])
     result = EvalResult(status=Status.INCORRECT, compiled=True, trials_total=len(ref_trials),
                         device=device)
@@ -317,10 +322,7 @@ def add_performance(result: EvalResult, ref: Report, perf: Report,
     """Speed, profile and the late checks: the timed calls' outputs, late patching."""
     h = perf.header
     if not h.get("ok", True):
-        failure = failed(h["status"], h.get("error"), result.device)
-        failure.hacks = _runtime_hacks(h)
-        failure.status = Status.HACKED if failure.hacks else failure.status
-        return failure
+        return _failed_report(h, result.device)
     result.ref_timing = TimingStats(**ref.header["timing"])
     result.kernel_timing = TimingStats(**h["timing"])
     result.ref_ms, result.kernel_ms = result.ref_timing.mean_ms, result.kernel_timing.mean_ms

@@ -20,7 +20,7 @@ import threading
 import time
 import types
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,15 +117,12 @@ class Monitor:
         """
         if not self.active:
             return False
-        frame: types.FrameType | None = sys._getframe(depth)
-        while frame is not None:
-            name = frame.f_code.co_filename
+        for frame in _frames(sys._getframe(depth)):
             if _is_import(frame):
                 return False  # an import statement: the import system opens files
-            kind = origin(name)
+            kind = origin(frame.f_code.co_filename)
             if kind != "stdlib":
                 return kind == "untrusted"
-            frame = frame.f_back
         return False
 
     def unguarded(self, depth: int, program: str | None = None) -> bool:
@@ -137,20 +134,9 @@ class Monitor:
         """
         if not self.active:
             return False
-        frame: types.FrameType | None = sys._getframe(depth)
-        while frame is not None and origin(frame.f_code.co_filename) == "stdlib":
-            frame = frame.f_back
-        if frame is None or not frame.f_code.co_filename.startswith(_TRITON_DIR):
+        if not _triton_acts(sys._getframe(depth)):
             return True
         return program is not None and not _compiler_tool(program)
-
-    def untrusted_on_stack(self, depth: int) -> bool:
-        frame: types.FrameType | None = sys._getframe(depth)
-        while frame is not None:
-            if origin(frame.f_code.co_filename) == "untrusted":
-                return True
-            frame = frame.f_back
-        return False
 
     def direct_untrusted(self, depth: int) -> bool:
         """Whether the frame at `depth` (or the one `inspect` acts for) is untrusted code.
@@ -204,7 +190,10 @@ class Monitor:
             return False
         if self.by_untrusted(4):
             return True
-        return self.untrusted_on_stack(4) and not _nearest_is_triton(4) and not _importing(4)
+        site = sys._getframe(3)  # 0 here, 1 _audit, 2 audit, 3 the frame that raised it
+        frames = list(_frames(site))
+        untrusted_below = any(origin(f.f_code.co_filename) == "untrusted" for f in frames)
+        return untrusted_below and not _triton_acts(site) and not any(map(_is_import, frames))
 
     def _check_code(self, event: str, args: tuple[Any, ...]) -> None:
         if self.direct_untrusted(4):
@@ -258,20 +247,17 @@ def _compiler_tool(program: str) -> bool:
         os.path.realpath(program).startswith(_TRITON_DIR)
 
 
-def _nearest_is_triton(depth: int) -> bool:
-    frame: types.FrameType | None = sys._getframe(depth)
-    while frame is not None and origin(frame.f_code.co_filename) == "stdlib":
-        frame = frame.f_back
-    return frame is not None and frame.f_code.co_filename.startswith(_TRITON_DIR)
-
-
-def _importing(depth: int) -> bool:
-    frame: types.FrameType | None = sys._getframe(depth)
+def _frames(frame: types.FrameType | None) -> Iterator[types.FrameType]:
     while frame is not None:
-        if _is_import(frame):
-            return True
+        yield frame
         frame = frame.f_back
-    return False
+
+
+def _triton_acts(frame: types.FrameType) -> bool:
+    """Whether the nearest frame outside the standard library, from `frame` up, is Triton's."""
+    nearest = next((f for f in _frames(frame) if origin(f.f_code.co_filename) != "stdlib"),
+                   None)
+    return nearest is not None and nearest.f_code.co_filename.startswith(_TRITON_DIR)
 
 
 def _is_import(frame: types.FrameType) -> bool:
@@ -457,12 +443,10 @@ def _op_name(func: Any) -> str:
 
 def _called_from_triton() -> bool:
     """Whether the nearest frame outside torch, stdlib and the judge is Triton's."""
-    frame: types.FrameType | None = sys._getframe(2)
-    while frame is not None:
+    for frame in _frames(sys._getframe(2)):
         name = frame.f_code.co_filename
         if not (name.startswith((_TORCH_DIR, _HERE)) or origin(name) == "stdlib"):
             return name.startswith(_TRITON_DIR)
-        frame = frame.f_back
     return False
 
 

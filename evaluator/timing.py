@@ -66,9 +66,9 @@ def time_forward(model: torch.nn.Module, input_sets: list[list[Any]], cfg: dict[
     timed_outputs: dict[int, list[Any]] = {}
     with torch.no_grad():
         for i in range(cfg["warmup"]):
-            model(*_clones(input_sets[i % n]))
+            model(*clones(input_sets[i % n]))
         for trial in range(cfg["perf_trials"]):
-            args = _clones(input_sets[trial % n])
+            args = clones(input_sets[trial % n])
             if flush is not None:
                 flush.zero_()
             clock.start()
@@ -96,7 +96,7 @@ def profile_forward(model: torch.nn.Module, inputs: list[Any], own: set[str]) ->
 
     with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
-            model(*_clones(inputs))
+            model(*clones(inputs))
         _synchronize()
     rows = []
     for event in prof.key_averages():
@@ -120,7 +120,8 @@ def _l2_flush_buffer(input_sets: list[list[Any]], cfg: dict[str, Any]) -> torch.
     return torch.empty(_L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
 
 
-def _clones(inputs: list[Any]) -> list[Any]:
+def clones(inputs: list[Any]) -> list[Any]:
+    """Fresh copies of a forward's tensor arguments; other arguments pass through."""
     return [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
 
 
