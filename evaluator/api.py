@@ -188,7 +188,7 @@ class Evaluator:
             worker.interrupt()
             self._spawn_background(self._recover(worker, drain=True))
             raise
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError,
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError,
                 BrokenPipeError) as exc:
             self._spawn_background(self._recover(worker, drain=False))
             status = Status.TIMEOUT if isinstance(exc, asyncio.TimeoutError) else Status.CRASHED
@@ -206,7 +206,7 @@ class Evaluator:
                 await asyncio.wait_for(worker.read(), 10)
                 self._release(worker)
                 return
-            except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 pass
         await worker.stop()
         if not self._closed:

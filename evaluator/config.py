@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 Device = Literal["cpu", "cuda", "auto"]
+Policy = Literal["standard", "strict", "kernelgym"]
+POLICIES: tuple[Policy, ...] = ("standard", "strict", "kernelgym")
 DISTRIBUTIONS = ("native", "normal", "uniform")
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     device: Device = "auto"
+    policy: Policy = "standard"
+    """What fails: `standard` passes honest partial work (torch does part, the candidate's own
+    Triton kernels do real work) and reports it; `strict` fails any heavy torch compute;
+    `kernelgym` fails only what KernelGYM fails (decoys), reporting every other finding."""
     correct_trials: int = 5
     """Trials on fresh random inputs; all must pass."""
     perf_trials: int = 100
@@ -43,11 +50,16 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, not {self.device!r}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
         for name in ("correct_trials", "perf_trials", "max_processes", "memory_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        for name in ("atol", "rtol", "timeout_s", "rerun_speedup_above"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.atol < 0 or self.rtol < 0:
             raise ValueError("atol and rtol must be >= 0")
         if self.max_relative_error is not None and self.max_relative_error <= 0:

@@ -11,7 +11,7 @@ from typing import Any
 EVALUATOR_VERSION = "0.1.0"
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     CORRECT = "correct"
     INCORRECT = "incorrect"
     COMPILE_ERROR = "compile_error"
@@ -20,11 +20,8 @@ class Status(str, enum.Enum):
     CRASHED = "crashed"
     HACKED = "hacked"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class HackKind(str, enum.Enum):
+class HackKind(enum.StrEnum):
     """Reward-hacking patterns the judge can name (see research catalogue §4)."""
 
     DECOY = "decoy"  # no own Triton launch, or launched kernels whose output is unused

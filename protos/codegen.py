@@ -15,6 +15,11 @@ from grpc_tools import protoc
 PROTO_ROOT = Path(__file__).resolve().parent
 SOURCES = sorted((PROTO_ROOT / "drkernel" / "v1").glob("*.proto"))
 _IMPORT = re.compile(r"^from drkernel\.v1 import ", re.MULTILINE)
+_VERSIONS = [
+    re.compile(r"^(GRPC_GENERATED_VERSION = ).*$", re.MULTILINE),
+    re.compile(r"^(# Protobuf Python Version: ).*$", re.MULTILINE),
+    re.compile(r"(ValidateProtobufRuntimeVersion\(\s*\S+,)\s*\d+,\s*\d+,\s*\d+,"),
+]
 
 
 def generate(out_dir: Path = PROTO_ROOT) -> list[Path]:
@@ -39,6 +44,14 @@ def generate(out_dir: Path = PROTO_ROOT) -> list[Path]:
     for path in written:
         path.write_text(_IMPORT.sub("from protos.drkernel.v1 import ", path.read_text()))
     return written
+
+
+def without_versions(stub: str) -> str:
+    """A stub's text with the generator's version stamps masked: what the code does, not which
+    grpcio-tools release wrote it."""
+    for pattern in _VERSIONS:
+        stub = pattern.sub(r"\1<version>", stub)
+    return stub
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,8 +19,8 @@ class SamplingConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not self.temperature >= 0 or math.isinf(self.temperature):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
@@ -62,6 +63,17 @@ class LoopConfig:
             )
         if self.window_turns > self.episode_turns:
             raise ValueError("window_turns cannot exceed episode_turns")
+        _check_optional(self, "target_speedup", 0, "positive")
+        _check_optional(self, "max_wall_s", 0, "positive")
+        _check_optional(self, "patience_turns", 0, "at least 1")
+        _check_optional(self, "max_generated_tokens", 0, "at least 1")
 
     def replace(self, **changes: Any) -> LoopConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _check_optional(config: object, name: str, above: float, meaning: str) -> None:
+    """An optional limit is unset (None) or a number above `above`."""
+    value = getattr(config, name)
+    if value is not None and not value > above:
+        raise ValueError(f"{name} must be {meaning} (or unset), got {value}")

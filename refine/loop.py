@@ -164,7 +164,7 @@ class _Run:
             return await queue.get()
         try:
             return await asyncio.wait_for(queue.get(), timeout=max(remaining, 0.0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise _OutOfTime from None
 
     async def _sample(self, turn_no: int, sample: int, prompt: Prompt,

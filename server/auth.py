@@ -27,7 +27,8 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         if handler is None or details.method.startswith(_EXEMPT) or self._allowed(details):
             return handler
         kind = next(k for k in _KINDS if getattr(handler, k) is not None)
-        return handler._replace(**{kind: _refuse})
+        # The body of a caller we do not know is never parsed: no parser detail leaks to it.
+        return handler._replace(**{kind: _refuse, "request_deserializer": _unread})
 
     def _allowed(self, details: grpc.HandlerCallDetails) -> bool:
         values = [v for k, v in details.invocation_metadata or () if k == "authorization"]
@@ -36,6 +37,10 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         value = values[0]
         given = value.encode() if isinstance(value, str) else bytes(value)
         return hmac.compare_digest(given, self._expected)
+
+
+def _unread(data: bytes) -> None:
+    return None
 
 
 async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:

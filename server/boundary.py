@@ -25,6 +25,7 @@ log = structlog.get_logger("drkernel.rpc")
 _REQUEST_ID = re.compile(r"[\w.:/@+=-]{1,128}")
 _KINDS = {"unary_unary": "unary", "unary_stream": "server_stream",
           "stream_unary": "client_stream", "stream_stream": "bidi_stream"}
+_DEADLINE_SLACK_S = 0.05
 _QUIET_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
 
 
@@ -100,8 +101,7 @@ class _Rpc:
     async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
         """Records the RPC's code; a domain error or a bug becomes an abort with that code."""
         if isinstance(exc, asyncio.CancelledError):
-            remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0
+            expired = deadline_passed(context)
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         elif isinstance(exc, grpc.aio.AbortError):
             self.code = context.code() or grpc.StatusCode.UNKNOWN
@@ -121,6 +121,13 @@ class _Rpc:
         emit = log.debug if service in _QUIET_SERVICES else log.info
         emit("rpc", method=f"{service}/{method}", code=self.code.name,
              elapsed_s=round(elapsed_s, 4))
+
+
+def deadline_passed(context: grpc.aio.ServicerContext) -> bool:
+    """Whether a cancelled call was ended by its deadline: grpc may cancel the handler a few
+    milliseconds before its own clock reads zero."""
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= _DEADLINE_SLACK_S
 
 
 def _request_id(field: str, header: str) -> str:

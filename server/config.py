@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -108,6 +108,15 @@ class ServerConfig(_Section):
     evaluator: EvalConfig = EvalConfig()
     loop: LoopConfig = LoopConfig()
     reward: RewardConfig = RewardConfig()
+
+    @model_validator(mode="after")
+    def _token_not_empty(self) -> ServerConfig:
+        # compose passes `DRKERNEL_AUTH_TOKEN=` through from an unset host variable: a server
+        # whose password is the empty string must not start.
+        if self.auth_token is not None and not self.auth_token.get_secret_value().strip():
+            raise ValueError("auth_token is set but empty; set a token, or unset "
+                             "DRKERNEL_AUTH_TOKEN / auth_token to turn authentication off")
+        return self
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,

@@ -21,6 +21,7 @@ from refine.events import Evaluated, Event, Finished
 from refine.loop import Loop
 from server import metrics, requests
 from server.admission import Admission
+from server.boundary import deadline_passed
 from server.errors import InvalidRequest, NoCandidate
 from server.mapping import event_to_proto, result_to_proto, turn_status
 
@@ -73,18 +74,20 @@ class KernelOptimizerService(pb_grpc.KernelOptimizerServicer):
         problem = requests.problem(request.reference, request.name, self.max_source_bytes)
         loop = self._loop(requests.loop_config(request, self.loop_config),
                           requests.eval_config(request.evaluator, self.eval_config))
+        deadline = self._deadline(context)
         with self.admission.session():
             outcome = "failed"
             try:
-                async for event in loop.run(problem, self._deadline(context)):
+                async for event in loop.run(problem, deadline):
                     _record(event)
                     if isinstance(event, Finished):
                         if event.stop_reason == "deadline" and not event.turns:
+                            outcome = "deadline"
                             raise NoCandidate("the deadline passed before any candidate")
                         outcome = "partial" if event.partial else "completed"
                     yield event_to_proto(event)
             except asyncio.CancelledError:
-                outcome = "cancelled"
+                outcome = "deadline" if deadline_passed(context) else "cancelled"
                 raise
             finally:
                 metrics.SESSIONS.labels(outcome).inc()
@@ -140,6 +143,11 @@ class KernelOptimizerService(pb_grpc.KernelOptimizerServicer):
         remaining = context.time_remaining()
         if remaining is None:
             return None
+        if remaining <= self.deadline_margin_s:
+            raise InvalidRequest(
+                f"the call's deadline ({remaining:.2f} s left) is shorter than the server's "
+                f"safety margin of {self.deadline_margin_s:g} s (deadline_margin_s): allow "
+                "time for at least one turn")
         return time.monotonic() + remaining - self.deadline_margin_s
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from test_deploy import ALERTS, promtool
 
 helm = pytest.importorskip("helm_python", reason="pip install helm-python-sdk (Helm's Go SDK)")
 kubernetes_validate = pytest.importorskip(
@@ -235,3 +236,104 @@ def test_rayjob_config_loads_in_the_server(tmp_path: Path) -> None:
     data = yaml.safe_load(one(rayjob(), "ConfigMap")["data"]["drkernel.yaml"])
     config = server_accepts(data, tmp_path)
     assert config.model.backend == "vllm"
+
+
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                      "persistentVolumeClaim", "projected", "secret"}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """The Pod Security Standards' `restricted` rules (baseline included) that `pod` breaks."""
+    found = [f"{key} is set" for key in ("hostNetwork", "hostPID", "hostIPC") if pod.get(key)]
+    pod_ctx = pod.get("securityContext", {})
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            found.append(f"volume {volume['name']} uses {sorted(kinds - RESTRICTED_VOLUMES)}")
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        ctx, name = c.get("securityContext", {}), c["name"]
+        if ctx.get("privileged"):
+            found.append(f"{name}: privileged")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation is not false")
+        if not ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")):
+            found.append(f"{name}: runAsNonRoot is not true")
+        if ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 0:
+            found.append(f"{name}: runs as uid 0")
+        seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: seccompProfile is {seccomp}")
+        caps = ctx.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            found.append(f"{name}: capabilities do not drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: adds capabilities {caps['add']}")
+        found += [f"{name}: hostPort {p['hostPort']}" for p in c.get("ports", [])
+                  if p.get("hostPort")]
+    return found
+
+
+@pytest.mark.parametrize("values", [{}, EVERYTHING_ON], ids=["defaults", "everything-on"])
+def test_pod_is_admissible_under_pod_security_restricted(values: dict[str, Any]) -> None:
+    pod = one(render(values), "Deployment")["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+
+
+def test_the_restricted_check_catches_what_it_should() -> None:
+    pod = one(render(), "Deployment")["spec"]["template"]["spec"]
+    pod["securityContext"].pop("seccompProfile")
+    pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    assert len(restricted_violations(pod)) == 3
+
+
+def test_root_filesystem_is_read_only_with_writable_scratch() -> None:
+    objects = render()
+    container = server_container(objects)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"][
+        "volumes"]}
+    for path in ("/tmp", "/home/drkernel/.cache", "/home/drkernel/.triton"):
+        assert path in mounts and "configMap" not in volumes[mounts[path]], path
+
+
+def job_label_of_scrapes(objects: list[dict[str, Any]]) -> str:
+    """The `job` label the Prometheus Operator gives the ServiceMonitor's targets: the value
+    of the Service label named by `jobLabel`, else the Service's name."""
+    monitor, service = one(objects, "ServiceMonitor"), one(objects, "Service")
+    label = monitor["spec"].get("jobLabel")
+    labels = service["metadata"].get("labels", {})
+    return labels[label] if label in labels else service["metadata"]["name"]
+
+
+@pytest.mark.parametrize("release", ["dk", "drkernel", "prod-kernels"])
+def test_down_alert_follows_the_chart_scrape_job(release: str, tmp_path: Path) -> None:
+    """promtool: DrKernelDown stays quiet while the chart's target is up, fires when it is
+    down, for any release name."""
+    with helm.Chart.load(CHART) as chart:
+        files = chart.render({"serviceMonitor": {"enabled": True}}, name=release,
+                             namespace="ml")
+    objects = [d for n, t in files.items() if n.endswith(".yaml")
+               for d in yaml.safe_load_all(t) if d]
+    job = job_label_of_scrapes(objects)
+    series = f'up{{job="{job}",instance="10.0.0.7:9400"}}'
+    [rule] = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]
+              if r.get("alert") == "DrKernelDown"]
+    down = {key: text.replace("{{ $labels.instance }}", "10.0.0.7:9400")
+            for key, text in rule["annotations"].items()}
+    tests = [
+        {"interval": "1m", "input_series": [{"series": series, "values": "1x20"}],
+         "alert_rule_test": [{"eval_time": "10m", "alertname": "DrKernelDown",
+                              "exp_alerts": []}]},
+        {"interval": "1m", "input_series": [{"series": series, "values": "1x3 0x20"}],
+         "alert_rule_test": [{"eval_time": "10m", "alertname": "DrKernelDown",
+                              "exp_alerts": [{"exp_labels": {
+                                  "severity": "critical", "job": job,
+                                  "instance": "10.0.0.7:9400"}, "exp_annotations": down}]}]},
+    ]
+    spec = tmp_path / "chart_alerts_test.yml"
+    spec.write_text(yaml.safe_dump({"rule_files": [str(ALERTS)], "evaluation_interval": "1m",
+                                    "tests": tests}))
+    done = promtool("test", "rules", str(spec))
+    assert done.returncode == 0, done.stdout + done.stderr
