@@ -19,7 +19,7 @@ KEYS = [
     "max_pending_evaluations", "max_reward_items", "max_message_bytes", "drain_grace_s",
     "deadline_margin_s", "log_level", "log_json", "model.backend", "model.path",
     "model.base_url", "model.api_key", "model.device", "model.engine_args", "model.cache_dir",
-    "evaluator.device", "evaluator.correct_trials", "evaluator.perf_trials",
+    "evaluator.device", "evaluator.policy", "evaluator.correct_trials", "evaluator.perf_trials",
     "evaluator.warmup", "evaluator.atol", "evaluator.rtol", "evaluator.max_relative_error",
     "evaluator.seed",
     "evaluator.distributions", "evaluator.check_hacks", "evaluator.profile",
