@@ -1,21 +1,31 @@
 """Cost of the judge's isolation: per-evaluation wall time vs a fresh `import torch, triton`.
 
-Prints, from one run: the median wall time of evaluating a trivial problem through the
-evaluator (warm pool, reference cached after the first call), the median time of a fresh
-interpreter importing torch and triton, their ratio (target <= 0.2), and evaluations per
-minute with 1 and 2 workers.
+Prints, from one run: the cost of each kernel protection (a warm process that imported torch
+and Triton forks a child that reports once: plain fork, then with namespaces, a private
+/proc, seccomp), the isolation cost of one evaluation (two confined children) against a
+fresh interpreter importing torch and triton (target <= 0.1), the median wall time of
+evaluating a trivial problem through the evaluator (warm pool, reference cached after the
+first call) and its ratio, and evaluations per minute with 1 and 2 workers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from evaluator import EvalConfig, Evaluator, Problem, Status
+import torch  # noqa: F401 - the warm process the children are forked from
+import triton  # noqa: F401
+
+from evaluator import EvalConfig, Evaluator, Problem, Status, confine
+from evaluator.sandbox import Channel, Limits, spawn
 
 RELU = Path(__file__).resolve().parent.parent / "examples" / "relu"
 CONFIG = EvalConfig(device="cpu")
@@ -28,6 +38,39 @@ def fresh_import_s(runs: int = 5) -> float:
         subprocess.run([sys.executable, "-c", "import torch, triton"], check=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _report(chan: Channel, job: dict[str, Any]) -> None:
+    chan.report({"ok": True})
+
+
+def spawn_s(boundary: confine.Boundary | None, runs: int = 20) -> float:
+    """Median time to fork one child with these layers, read its report, reap it."""
+    limits = Limits(timeout_s=30, memory_mb=1024, max_processes=64, max_file_bytes=1 << 20)
+    reachable = confine.python_paths()
+    times = []
+    for _ in range(runs):
+        scratch = tempfile.mkdtemp(prefix="drkernel-bench-")
+        plan = confine.Plan(boundary, scratch, "cpu", reachable) if boundary else None
+        start = time.perf_counter()
+        child = spawn(_report, {}, limits, scratch, plan, 1 << 20)
+        assert child.report() is not None
+        child.finish()
+        times.append(time.perf_counter() - start)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return statistics.median(times)
+
+
+def layer_costs() -> list[tuple[str, float]]:
+    full = confine.probe("cpu")
+    steps: list[tuple[str, confine.Boundary | None]] = [("fork only", None)]
+    if full.kernel_layers:
+        namespaces = dataclasses.replace(full, private_proc=False, seccomp=False)
+        steps += [("+ user, pid, mount, net, ipc namespaces", namespaces),
+                  ("+ private /proc", dataclasses.replace(namespaces,
+                                                          private_proc=full.private_proc)),
+                  ("+ seccomp (the full boundary)", full)]
+    return [(name, spawn_s(b)) for name, b in steps]
 
 
 async def per_evaluation_s(problem: Problem, candidate: str, runs: int = 15) -> float:
@@ -53,11 +96,19 @@ async def per_minute(problem: Problem, candidate: str, workers: int, jobs: int =
 async def main() -> None:
     problem = Problem((RELU / "reference.py").read_text(), name="relu")
     candidate = (RELU / "solution.py").read_text()
-    evaluation = await per_evaluation_s(problem, candidate)
     fresh = fresh_import_s()
-    print(f"median evaluation (warm pool):   {evaluation * 1000:8.1f} ms")
+    costs = layer_costs()
+    base = costs[0][1]
     print(f"median fresh import torch+triton: {fresh * 1000:8.1f} ms")
-    print(f"ratio evaluation / fresh import:  {evaluation / fresh:8.3f}   (target <= 0.2)")
+    for name, cost in costs:
+        print(f"child, {name:40s} {cost * 1000:7.1f} ms  (+{(cost - base) * 1000:6.1f} ms)")
+    isolation = 2 * costs[-1][1]  # a reference and a candidate child
+    print(f"isolation per evaluation (2 children): {isolation * 1000:8.1f} ms; ratio to a "
+          f"fresh import {isolation / fresh:6.3f}   (target <= 0.1)")
+    evaluation = await per_evaluation_s(problem, candidate)
+    print(f"median evaluation (warm pool):   {evaluation * 1000:8.1f} ms "
+          f"(5 trials, probes and the sm_90 compile check included)")
+    print(f"ratio evaluation / fresh import:  {evaluation / fresh:8.3f}")
     for workers in (1, 2):
         rate = await per_minute(problem, candidate, workers)
         print(f"evaluations per minute, {workers} worker(s): {rate:8.0f}")

@@ -5,6 +5,7 @@ Imports nothing of `refine` or `server`, so an RL trainer can use it alone.
 
 from evaluator.api import Evaluator, evaluate, evaluate_async
 from evaluator.config import EvalConfig, Problem, resolve_device
+from evaluator.confine import Boundary
 from evaluator.result import (
     EVALUATOR_VERSION,
     ErrorInfo,
@@ -12,7 +13,9 @@ from evaluator.result import (
     Hack,
     HackKind,
     KernelRow,
+    OpWork,
     Profile,
+    Scaling,
     Status,
     TimingStats,
 )
@@ -20,6 +23,7 @@ from evaluator.reward import RewardConfig, compute_score, extract_code, keep_pro
 
 __all__ = [
     "EVALUATOR_VERSION",
+    "Boundary",
     "ErrorInfo",
     "EvalConfig",
     "EvalResult",
@@ -27,9 +31,11 @@ __all__ = [
     "Hack",
     "HackKind",
     "KernelRow",
+    "OpWork",
     "Problem",
     "Profile",
     "RewardConfig",
+    "Scaling",
     "Status",
     "TimingStats",
     "compute_score",

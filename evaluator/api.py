@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from evaluator.config import EvalConfig, Problem, resolve_device
+from evaluator.confine import Boundary
 from evaluator.result import ErrorInfo, EvalResult, Status
 from evaluator.reward import RewardConfig, reward
 from evaluator.wire import pack, unpack
@@ -43,6 +44,7 @@ class _Worker:
     def __init__(self, device: str, gpu: str | None) -> None:
         self.device, self.gpu = device, gpu
         self.proc: asyncio.subprocess.Process | None = None
+        self.boundary = Boundary()
 
     async def start(self) -> None:
         env = _worker_env(self.device, self.gpu)
@@ -55,6 +57,7 @@ class _Worker:
         ready = await asyncio.wait_for(self.read(), _START_TIMEOUT_S)
         if not ready.get("ready"):
             raise EvaluatorClosed("evaluator worker did not start")
+        self.boundary = Boundary.from_dict(ready.get("boundary", {}))
 
     async def send(self, job: dict[str, Any]) -> None:
         assert self.proc is not None and self.proc.stdin is not None
@@ -122,6 +125,12 @@ class Evaluator:
         return self._busy
 
     @property
+    def boundary(self) -> Boundary:
+        """Which kernel protections confine every child (known once the workers started);
+        the weakest worker's, should hosts differ."""
+        return min((w.boundary for w in self._workers), key=lambda b: len(b.kernel_layers))
+
+    @property
     def ready(self) -> bool:
         return self._started is not None and self._started.done() and not self._closed \
             and self._started.exception() is None
@@ -177,6 +186,10 @@ class Evaluator:
             self._busy -= 1
         if "problem_error" in reply:
             raise ProblemError(ErrorInfo(**reply["problem_error"]))
+        if "result" not in reply:  # cancelled by a signal nobody here sent: still a verdict
+            return EvalResult(status=Status.CRASHED, compiled=True, device=self.device,
+                              error=ErrorInfo(type="crashed", message="the evaluation was "
+                                              "interrupted inside the worker"))
         return EvalResult.from_dict(reply["result"])
 
     async def _request(self, worker: _Worker, job: dict[str, Any]) -> dict[str, Any]:
@@ -188,8 +201,7 @@ class Evaluator:
             worker.interrupt()
             self._spawn_background(self._recover(worker, drain=True))
             raise
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError,
-                BrokenPipeError) as exc:
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
             self._spawn_background(self._recover(worker, drain=False))
             status = Status.TIMEOUT if isinstance(exc, asyncio.TimeoutError) else Status.CRASHED
             return {"result": EvalResult(
@@ -244,7 +256,7 @@ class Evaluator:
 
 def _worker_env(device: str, gpu: str | None) -> dict[str, str]:
     keep = ("PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "TRITON_CACHE_DIR", "TRITON_PTXAS_PATH",
-            "LANG", "LC_ALL")
+            "LANG", "LC_ALL", "DRKERNEL_SANDBOX")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env["HOME"] = env["TMPDIR"] = tempfile.gettempdir()

@@ -11,6 +11,10 @@ Device = Literal["cpu", "cuda", "auto"]
 Policy = Literal["standard", "strict", "kernelgym"]
 POLICIES: tuple[Policy, ...] = ("standard", "strict", "kernelgym")
 DISTRIBUTIONS = ("native", "normal", "uniform")
+LARGE_MAGNITUDE = 100.0
+"""Under `standard` and `strict` the last trial draws floating inputs uniformly from ±this
+(where the reference's output stays finite): logits near 90 overflow `exp` in fp32 (a softmax
+without the max subtraction), as does `exp(2z)` for z over 44 (a tanh written through it)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,9 +34,18 @@ class EvalConfig:
     """Also bound the whole output's relative L2 error: where every value is below `atol`,
     `allclose` alone accepts almost any output (a norm missing its square root)."""
     seed: int = 42
+    """Seeds the models' weights (the same before building `Model` and `ModelNew`), and under
+    `kernelgym` the trials' inputs too, as KernelGYM does."""
+    trial_seed: int | None = None
+    """Under `standard` and `strict`, the trials' inputs come from a seed drawn afresh for each
+    evaluation (recorded in `EvalResult.trial_seed`), so that no candidate can know them in
+    advance; set it to repeat an evaluation's inputs."""
     distributions: tuple[str, ...] = DISTRIBUTIONS
     """Input distribution per trial, cycled: the problem's own `get_inputs`, then redrawn
     from a normal and a uniform distribution, so constant or identity outputs cannot pass."""
+    scale: bool = True
+    """On cpu, run a problem whose sizes exceed the judge's memory and time budget at smaller
+    values of its module-level size constants (reported in the result's `scaling`)."""
     check_hacks: bool = True
     profile: bool = True
     l2_flush: bool = True

@@ -5,6 +5,7 @@ The child never judges: it reports outputs and what it saw, and the worker decid
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import random
 import re
@@ -22,12 +23,22 @@ import torch
 import triton
 import triton.language as tl
 
-from evaluator import monitor, timing
+from evaluator import (
+    callbacks,
+    cuda_on_cpu,
+    gpu_compile,
+    monitor,
+    scaling,
+    timing,
+    tracer_guard,
+)
+from evaluator.config import LARGE_MAGNITUDE
 from evaluator.sandbox import Channel
-from evaluator.wire import pack
 
 _equal = torch.equal
 _Tensor = torch.Tensor
+# The judge's own references, taken before any candidate code can swap a builtin.
+_isinstance, _len, _type = isinstance, len, type
 _no_grad = torch.no_grad
 
 
@@ -60,6 +71,7 @@ def warm_up(device: str) -> None:
         x = torch.zeros(4)
     if device == "cpu":
         _warm_kernel[(1,)](x, 4, BLOCK=4)
+        gpu_compile.warm_up(_warm_kernel, (x, 4), {"BLOCK": 4})
 
 
 @triton.jit
@@ -79,6 +91,22 @@ def trial_seeds(seed: int, n: int) -> list[int]:
     return [int(s) for s in torch.randint(0, 2**31 - 1, (n,))]
 
 
+def trial_plan(cfg: dict[str, Any]) -> list[str]:
+    """Each trial's input distribution: the configured ones cycled; under `standard` and
+    `strict` the last trial (of two or more) at large magnitudes."""
+    n, dists = cfg["correct_trials"], cfg["distributions"]
+    plan = [dists[i % len(dists)] for i in range(n)]
+    if cfg.get("policy", "standard") != "kernelgym" and n >= 2:
+        plan[-1] = "large"
+    return plan
+
+
+def job_trial_seed(job: dict[str, Any]) -> int:
+    """Where the trials' inputs come from: the worker's per-evaluation draw, else the seed."""
+    seed = job.get("trial_seed")
+    return int(seed) if seed is not None else int(job["config"]["seed"])
+
+
 def load_module(source: str, path: str, name: str, status: str = "compile_error") -> ModuleType:
     """Run `source` as module `name`, from memory: the file at `path` (which Triton and
     tracebacks read) is not trusted to still hold what the worker wrote."""
@@ -89,6 +117,8 @@ def load_module(source: str, path: str, name: str, status: str = "compile_error"
         sys.modules[name] = module  # Triton's JIT looks kernels' globals up through the module
         exec(code, module.__dict__)
         return module
+    except cuda_on_cpu.GpuRequired as exc:
+        raise Failure("runtime_error", exc, path) from exc
     except BaseException as exc:
         raise Failure(status, exc, path) from exc
 
@@ -102,6 +132,13 @@ def require(module: ModuleType, names: tuple[str, ...], path: str) -> None:
 
 def device_of(job: dict[str, Any]) -> torch.device:
     return torch.device("cuda" if job["device"] == "cuda" else "cpu")
+
+
+def emulate_gpu(device: torch.device) -> None:
+    """On cpu, code written for CUDA runs its CUDA path; installed after the monitor's hooks
+    (which ask whether a GPU is really there) and before any untrusted code loads."""
+    if device.type == "cpu":
+        cuda_on_cpu.install()
 
 
 def init_inputs(ref: ModuleType, seed: int) -> tuple[list[Any], dict[str, Any]]:
@@ -133,6 +170,8 @@ def make_inputs(ref: ModuleType, seed: int, dist: str, device: torch.device) -> 
 def _redraw(x: Any, dist: str) -> Any:
     if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
         return x
+    if dist == "large":
+        return (torch.rand_like(x) * 2 - 1) * LARGE_MAGNITUDE
     return torch.randn_like(x) if dist == "normal" else torch.rand_like(x)
 
 
@@ -150,16 +189,35 @@ def flatten(out: Any) -> list[Any]:
     return [out]
 
 
+def structure(out: Any) -> str:
+    """The nesting of a forward's result: `T` a tensor, `(T,T)` a tuple, `[T]` a list, so
+    that `([y],)` is not taken for `y`."""
+    if _isinstance(out, tuple):
+        return "(" + ",".join(structure(y) for y in out) + ("," if _len(out) == 1 else "") + ")"
+    if _isinstance(out, list):
+        return "[" + ",".join(structure(y) for y in out) + "]"
+    return "T"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
 @contextmanager
-def traced(poison: bool = False, output_numel: int = 0) -> Iterator[monitor.OpTracer]:
+def traced(poison: bool = False, output_numel: int = 0,
+           mon: monitor.Monitor | None = None) -> Iterator[monitor.OpTracer]:
+    """Trace the ops of a call; with `mon`, flag a tracer the call removed or whose records
+    it altered (candidate code can reach the tracer through torch's mode stack)."""
     tracer = monitor.OpTracer(poison=poison, output_numel=output_numel)
+    held = tracer_guard.guard(tracer)
     with tracer:
         yield tracer
+        on_top = tracer_guard.on_top(tracer)
+        held.closing = True
+    problem = held.check() if on_top else "the judge's op tracer was taken off torch's mode stack"
+    if problem and mon is not None:
+        mon.flag("patching", problem)
 
 
 def tensors_only(values: list[Any], path: str) -> list[torch.Tensor]:
@@ -177,39 +235,47 @@ def reference_main(chan: Channel, job: dict[str, Any]) -> None:
     device = device_of(job)
     mon = monitor.Monitor(candidate_path=job["reference_path"])
     monitor.install(mon)  # the sandbox's refusals hold for the problem's code too
+    emulate_gpu(device)
     mon.active = True
+    report = chan.report
     try:
         header, tensors = run_reference(job, device)
     except Failure as failure:
-        chan.send(pack({"ok": False, "status": failure.status, "error": failure.error}))
+        report({"ok": False, "status": failure.status, "error": failure.error})
         return
-    chan.send(pack(header, tensors))
+    report(header, tensors)
 
 
 def run_reference(job: dict[str, Any], device: torch.device) -> tuple[dict[str, Any], list[Any]]:
     path, cfg = job["reference_path"], job["config"]
+    source, scaled = reference_source(job)
     with traced() as loading:
-        ref = load_module(job["reference"], path, "drkernel_reference", status="runtime_error")
+        ref = load_module(source, path, "drkernel_reference", status="runtime_error")
     require(ref, ("Model", "get_inputs", "get_init_inputs"), path)
     try:
         with traced() as building:
             model = build(ref.Model, init_inputs(ref, cfg["seed"]), cfg["seed"], device)
-        plan, outputs, counts, ops = [], [], [], Counter[str]()
+        plan, outputs, counts, ops, work = [], [], [], Counter[str](), dict[str, float]()
         trial_inputs: list[list[Any]] = []
-        for i, seed in enumerate(trial_seeds(cfg["seed"], cfg["correct_trials"])):
-            dist = cfg["distributions"][i % len(cfg["distributions"])]
-            inputs, ys, tracer = _reference_trial(model, ref, seed, dist, device)
+        structures: list[str] = []
+        seeds = trial_seeds(job_trial_seed(job), cfg["correct_trials"])
+        for seed, dist in zip(seeds, trial_plan(cfg), strict=True):
+            inputs, ys, tracer, shape = _reference_trial(model, ref, seed, dist, device)
             if dist != "native" and not all(bool(torch.isfinite(y).all()) for y in ys):
                 dist = "native"  # the problem's domain needs its own inputs (e.g. log of x)
-                inputs, ys, tracer = _reference_trial(model, ref, seed, dist, device)
+                inputs, ys, tracer, shape = _reference_trial(model, ref, seed, dist, device)
             plan.append(dist)
+            structures.append(shape)
             trial_inputs.append(inputs)
             outputs += ys
             counts.append(len(ys))
             ops.update(tracer.ops)
+            _add_work(work, tracer.work)
         input_dtypes = {str(x.dtype).removeprefix("torch.") for inputs in trial_inputs
                         for x in inputs if isinstance(x, torch.Tensor)}
         header: dict[str, Any] = {"ok": True, "plan": plan, "counts": counts, "ops": dict(ops),
+                                  "structures": structures,
+                                  "work": dict(work), "params": fingerprints(model),
                                   "input_dtypes": sorted(input_dtypes),
                                   "load_ops": dict(loading.ops + building.ops),
                                   "state_numel": max((t.numel() for t in [
@@ -219,6 +285,8 @@ def run_reference(job: dict[str, Any], device: torch.device) -> tuple[dict[str, 
                                                                     *model.buffers()]}),
                                   "output_dtypes": sorted({str(y.dtype).removeprefix("torch.")
                                                            for y in outputs})}
+        if scaled is not None:
+            header["scaling"] = scaled.report()
         if job.get("time"):
             header["timing"], _ = timing.time_forward(model, trial_inputs, cfg)
     except BaseException as exc:
@@ -226,14 +294,45 @@ def run_reference(job: dict[str, Any], device: torch.device) -> tuple[dict[str, 
     return header, outputs
 
 
+def reference_source(job: dict[str, Any]) -> tuple[str, scaling.Plan | None]:
+    """The reference as it will run: on cpu, sized down to the judge's budget if needed."""
+    source = job["reference"]
+    if job["device"] != "cpu" or not job["config"].get("scale", True):
+        return source, None
+
+    def measure(text: str, budget: scaling.Budget) -> scaling.Cost | None:
+        try:
+            module = load_module(text, job["reference_path"], "drkernel_reference",
+                                 "runtime_error")
+        except Failure:
+            return None
+        with cuda_on_cpu.placed_on("meta"):
+            return scaling.measure_on_meta(module, budget)
+
+    plan = scaling.fit(source, measure)
+    return (plan.source, plan) if plan else (source, None)
+
+
+def scaled_sources(job: dict[str, Any]) -> tuple[str, str]:
+    """Reference and candidate with the sizes the reference ran at (both see the same)."""
+    constants = {k: (v[0], v[1]) for k, v in (job.get("scaling") or {}).get("constants",
+                                                                              {}).items()}
+    if not constants:
+        return job["reference"], job["candidate"]
+    return scaling.apply(job["reference"], constants), scaling.apply(job["candidate"], constants)
+
+
 def _reference_trial(model: torch.nn.Module, ref: ModuleType, seed: int, dist: str,
                      device: torch.device
-                     ) -> tuple[list[Any], list[torch.Tensor], monitor.OpTracer]:
+                     ) -> tuple[list[Any], list[torch.Tensor], monitor.OpTracer, str]:
     inputs = make_inputs(ref, seed, dist, device)
     with _no_grad(), traced() as tracer:
-        ys = flatten(model(*timing.clones(inputs)))
+        tracer.state_ptrs = _storages([*model.parameters(), *model.buffers()])
+        tracer.forward = True
+        out = model(*timing.clones(inputs))
+        ys = flatten(out)
     sync(device)
-    return inputs, [y.detach() for y in tensors_only(ys, "")], tracer
+    return inputs, [y.detach() for y in tensors_only(ys, "")], tracer, structure(out)
 
 
 # ---------------------------------------------------------------- candidate child
@@ -243,14 +342,17 @@ def candidate_main(chan: Channel, job: dict[str, Any]) -> None:
     # What the report depends on is bound here, before any candidate code runs: the
     # candidate can replace module and class attributes (which the snapshot reveals),
     # not these locals.
-    send, pack_, snapshot, patched = chan.send, pack, monitor.snapshot, monitor.patched
+    report, snapshot, patched = chan.report, monitor.snapshot, monitor.patched
     device = device_of(job)
     mon = monitor.Monitor(candidate_path=job["candidate_path"])
     monitor.install(mon)
+    if device.type == "cpu":
+        mon.compiler = gpu_compile.GpuCompiler(assemble_here=False)
+    emulate_gpu(device)
     try:
         run = _CandidateRun(job, device, mon)
     except Failure as failure:
-        send(pack_({"ok": False, "status": failure.status, "error": failure.error}))
+        report({"ok": False, "status": failure.status, "error": failure.error})
         return
     before = snapshot()
     try:
@@ -261,7 +363,7 @@ def candidate_main(chan: Channel, job: dict[str, Any]) -> None:
     mon.active = False
     header["patched"] = patched(before, snapshot())
     header["findings"] = list(mon.findings)
-    send(pack_(header, tensors))
+    report(header, tensors)
     if header["ok"] and device.type == "cuda" and chan.wait_go():
         try:
             perf, timed = run.performance()
@@ -269,7 +371,7 @@ def candidate_main(chan: Channel, job: dict[str, Any]) -> None:
             perf, timed = {"ok": False, "status": failure.status, "error": failure.error}, []
         perf["patched"] = patched(before, snapshot())
         perf["findings"] = list(mon.findings)
-        send(pack_(perf, timed))
+        report(perf, timed)
 
 
 class _CandidateRun:
@@ -281,52 +383,64 @@ class _CandidateRun:
         self.cfg = job["config"]
         self.path = job["candidate_path"]
         self.plan: list[str] = job["plan"]
-        ref = load_module(job["reference"], job["reference_path"], "drkernel_reference",
+        reference, self.source = scaled_sources(job)
+        ref = load_module(reference, job["reference_path"], "drkernel_reference",
                           "runtime_error")
         self.init = init_inputs(ref, self.cfg["seed"])
-        seeds = trial_seeds(self.cfg["seed"], self.cfg["correct_trials"])
+        seeds = trial_seeds(job_trial_seed(job), self.cfg["correct_trials"])
         self.trial_inputs = [make_inputs(ref, seed, dist, device)
                              for seed, dist in zip(seeds, self.plan, strict=True)]
         # Skipping an in-place kernel leaves its input untouched, which is the right answer
         # for e.g. ReLU on non-negative inputs: probe on normal inputs where there are some.
         self.ghost_trial = self.plan.index("normal") if "normal" in self.plan else 0
+        self.structure = "T"
+        """The nesting of the last forward's result."""
 
     def correctness(self) -> tuple[dict[str, Any], list[torch.Tensor]]:
         threads = threading.active_count()
         self.mon.active = True
-        with traced() as loading:
-            cand = load_module(self.job["candidate"], self.path, "drkernel_candidate")
+        self.base = callbacks.baseline(self.mon)
+        with traced(mon=self.mon) as loading:
+            cand = load_module(self.source, self.path, "drkernel_candidate")
+            callbacks.settle(self.base, self.mon)
             require(cand, ("ModelNew",), self.path)
             self.model = self._guard(lambda: build(cand.ModelNew, self.init, self.cfg["seed"],
                                                    self.device))
         outputs: list[torch.Tensor] = []
-        counts, ops, full_size, downcasts, own = [], Counter[str](), Counter[str](), [], []
-        state_ops = Counter[str]()
-        largest: dict[str, int] = {}
+        counts, ops, work, downcasts, own = [], Counter[str](), dict[str, float](), [], []
+        alone: dict[str, float] = {}
+        kernel_elements: list[int] = []
+        torch_made: list[str] = []
+        structures: list[str] = []
         for k in range(len(self.trial_inputs)):
             start = len(self.mon.launches)
             ys, tracer = self._trial(self.inputs(k))
+            structures.append(self.structure)
             outputs += ys
             counts.append(len(ys))
             ops.update(tracer.ops)
-            state_ops.update(tracer.state_ops)
-            full_size.update(tracer.full_size)
-            for op, n in tracer.largest.items():
-                largest[op] = max(largest.get(op, 0), n)
+            _add_work(work, tracer.work)
+            _add_work(alone, tracer.work_alone)
+            kernel_elements.append(tracer.kernel_elements)
+            torch_made.append(tracer.torch_made(ys, self.cfg["atol"], self.cfg["rtol"]))
             downcasts += tracer.downcasts
             own.append(sum(launch.own for launch in self.mon.launches[start:]))
         probes = self._probes()
+        if self.mon.compile_errors:  # a refusal the candidate caught still stands
+            raise self._compile_failure()
         if threading.active_count() > threads:
             self.mon.flag("background_work", "threads still running after the forwards")
         header = {
-            "ok": True, "counts": counts, "ops": dict(ops), "largest": largest,
-            "full_size": dict(full_size), "state_ops": dict(state_ops),
-            "load_ops": dict(loading.ops),
+            "ok": True, "counts": counts, "structures": structures, "ops": dict(ops),
+            "work": work, "work_alone": alone, "kernel_elements": kernel_elements,
+            "torch_made": torch_made, "params": fingerprints(self.model),
+            "load_ops": dict(loading.ops), "load_work": dict(loading.work),
             "downcasts": (downcasts + self.mon.kernel_downcasts)[:8],
             "own_launches_per_trial": own,
             "launches": _launch_summary(self.mon.launches),
             "own_launches_grad": self.own_launches_grad, "ghost_trial": self.ghost_trial,
             "groups": {k: len(v) for k, v in probes.items()},
+            "compiled": _compiled_summary(self.mon.compiler),
         }
         return header, outputs + [t for group in probes.values() for t in group]
 
@@ -341,26 +455,39 @@ class _CandidateRun:
             return result
         except Failure:
             raise
-        except MemoryError as exc:
-            raise Failure("crashed", exc, self.path) from exc
-        except OSError as exc:
-            if exc.errno == errno.EFBIG:
-                exc = OSError(exc.errno, "output limit exceeded: the candidate printed too much")
-                raise Failure("crashed", exc, self.path) from exc
-            raise Failure("runtime_error", exc, self.path) from exc
         except BaseException as exc:
-            status = "compile_error" if _is_compile_error(exc) else "runtime_error"
-            raise Failure(status, exc, self.path) from exc
+            raise self._failure(exc) from exc
+        finally:
+            callbacks.settle(self.base, self.mon)
+
+    def _failure(self, exc: BaseException) -> Failure:
+        if _isinstance(exc, MemoryError):
+            return Failure("crashed", exc, self.path)
+        if _isinstance(exc, OSError):
+            if exc.errno == errno.EFBIG:  # type: ignore[attr-defined]
+                big = OSError(errno.EFBIG, "output limit exceeded: the candidate printed too much")
+                return Failure("crashed", big, self.path)
+            return Failure("runtime_error", exc, self.path)
+        if self.mon.compile_errors:  # however the candidate wrapped the compiler's refusal
+            return self._compile_failure()
+        status = "compile_error" if _is_compile_error(exc) else "runtime_error"
+        return Failure(status, exc, self.path)
+
+    def _compile_failure(self) -> Failure:
+        return Failure("compile_error", gpu_compile.GpuCompileError(self.mon.compile_errors[0]),
+                       self.path)
 
     def _forward(self, inputs: list[Any], poison: bool = False,
                  grad: bool = False) -> tuple[list[torch.Tensor], monitor.OpTracer]:
         def call() -> tuple[list[torch.Tensor], monitor.OpTracer]:
             with torch.set_grad_enabled(grad), \
-                    traced(poison, self.job.get("output_numel", 0)) as tracer:
-                tracer.state_ptrs = {t.untyped_storage().data_ptr() for t in
-                                     [*self.model.parameters(), *self.model.buffers()]}
-                tracer.launches, tracer.launch_start = self.mon.launches, len(self.mon.launches)
-                ys = flatten(self.model(*inputs))
+                    traced(poison, self.job.get("output_numel", 0), self.mon) as tracer:
+                tracer.state_ptrs = _storages([*self.model.parameters(), *self.model.buffers()])
+                tracer.forward = True
+                out = self.model(*inputs)
+                callbacks.settle(self.base, self.mon)  # before anything of the judge's runs
+                self.structure = structure(out)
+                ys = flatten(out)
             return tensors_only(ys, self.path), tracer
 
         result: tuple[list[torch.Tensor], monitor.OpTracer] = self._guard(call)
@@ -370,8 +497,8 @@ class _CandidateRun:
         saved = timing.clones(inputs)
         ys, tracer = self._forward(inputs)
         for y in ys:
-            if type(y) is not _Tensor:
-                self.mon.flag("lazy_tensor", f"forward returned {type(y).__qualname__}")
+            if _type(y) is not _Tensor:
+                self.mon.flag("lazy_tensor", f"forward returned {_type(y).__qualname__}")
             if any(isinstance(x, torch.Tensor) and _overlaps(y, x) for x in inputs):
                 self.mon.flag("output_aliasing", "output shares storage with an input")
         for i, (x, s) in enumerate(zip(inputs, saved, strict=True)):
@@ -437,6 +564,39 @@ def _launch_summary(launches: list[monitor.Launch]) -> list[dict[str, Any]]:
     return list(summary.values())
 
 
+def _compiled_summary(compiler: gpu_compile.GpuCompiler | None) -> dict[str, Any]:
+    """Per kernel, the heaviest specialisation the GPU compiler made (cpu only)."""
+    if compiler is None:
+        return {}
+    kernels: dict[str, dict[str, Any]] = {}
+    for stats in compiler.stats:
+        row = dataclasses.asdict(stats)
+        best = kernels.setdefault(stats.name, row)
+        if (row["registers"] or 0, row["shared_bytes"]) > (best["registers"] or 0,
+                                                           best["shared_bytes"]):
+            kernels[stats.name] = row
+    return {"target": f"{gpu_compile.TARGET.backend} sm_{gpu_compile.TARGET.arch}",
+            "kernels": list(kernels.values()), "note": compiler.unavailable}
+
+
+def _add_work(total: dict[str, float], part: dict[str, float]) -> None:
+    for op, ns in part.items():
+        total[op] = total.get(op, 0.0) + ns
+
+
+def _storages(tensors: list[torch.Tensor]) -> set[int]:
+    return {t.untyped_storage().data_ptr() for t in tensors}
+
+
+def fingerprints(model: torch.nn.Module) -> list[list[Any]]:
+    """Name, shape and two sums of each parameter and buffer: enough to name the one a
+    candidate initialises differently from the reference under the same seed."""
+    with _no_grad():
+        return [[name, list(t.shape), float(t.double().sum()), float(t.double().abs().sum())]
+                for name, t in [*model.named_parameters(), *model.named_buffers()]
+                if t.is_floating_point()][:256]
+
+
 def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
         return False
@@ -457,7 +617,7 @@ def _plain_copy(y: torch.Tensor) -> torch.Tensor:
 def _is_compile_error(exc: BaseException) -> bool:
     """Triton rejected the kernel itself (on GPU at compile time, on CPU in the interpreter)."""
     names = {type(e).__name__ for e in (exc, exc.__cause__) if e is not None}
-    if names & {"CompilationError", "CompileTimeAssertionFailure"}:
+    if names & {"CompilationError", "CompileTimeAssertionFailure", "GpuCompileError"}:
         return True
     return "InterpreterError" in names and bool(
         _TL_ERROR.search(str(exc)) or isinstance(exc.__cause__, NameError))

@@ -2,55 +2,33 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from evaluator.config import LARGE_MAGNITUDE
 from evaluator.result import (
+    CompiledKernel,
     ErrorInfo,
     EvalResult,
     Hack,
     HackKind,
     KernelRow,
+    OpWork,
     Profile,
     Status,
     TimingStats,
 )
+from evaluator.work import triton_share
 
 CPU_SPEED_NOTE = "not measured on cpu: the Triton interpreter's run time says nothing of GPU speed"
 
-# Allocation, layout and data movement: what an honest Triton forward may still do in torch.
-GLUE_OPS = frozenset({
-    "empty", "empty_like", "empty_strided", "empty_permuted", "new_empty", "new_empty_strided",
-    "zeros", "zeros_like", "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like",
-    "new_full", "fill_", "zero_", "copy_", "set_", "clone", "contiguous", "detach", "detach_",
-    "alias", "lift_fresh", "lift_fresh_copy", "view", "_unsafe_view", "reshape",
-    "_reshape_alias", "as_strided", "as_strided_", "t", "transpose", "permute", "expand",
-    "expand_as", "unsqueeze", "squeeze", "flatten", "unflatten", "slice", "select", "narrow",
-    "split", "split_with_sizes", "chunk", "unbind", "cat", "stack", "_to_copy", "to",
-    "_local_scalar_dense", "item", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset",
-    "is_same_size", "resize_", "arange", "scalar_tensor", "view_as", "type_as", "movedim",
-    "result_type", "_has_compatible_shallow_copy_type", "random_", "normal_", "uniform_",
-    "pad", "constant_pad_nd", "repeat", "is_nonzero", "dim",
-    "size", "stride", "numel", "unfold",
-})
-# Matmul, convolution, attention, reductions, normalisation, softmax, pooling, gathers:
-# the work a kernel problem is about. A custom op of another namespace counts too.
-_HEAVY = re.compile(
-    r"mm|conv|attention|einsum|dot|^mv$|addmv|linear|softmax|norm|sum|mean|var|std|prod|cum"
-    r"|^max|^min|amax|amin|argm|logsumexp|sort|topk|kthvalue|median|mode|pool|upsample"
-    r"|interp|embedding|gather|scatter|index_add|cdist|loss|kl_div|fft|linalg|histc|bincount"
-    r"|segment_reduce|index_reduce|col2im|im2col|quantile|histogram|^trace$|^dist$|^det$"
-    r"|matrix_power|^addr$|aminmax|count_nonzero|^all$|^any$")
 _HOST_READS_PER_TRIAL = 64
-_TORCH_CALLS_PER_TRIAL = 8
-"""An epilogue in torch next to the Triton work is a few calls; more is the work itself."""
-_INTERMEDIATE_FACTOR = 4
-_OUTPUT_SIZED_CALLS_PER_TRIAL = 1
-"""One output-sized step in torch (an activation after a Triton GEMM) is an epilogue; two or
-more are the problem's arithmetic (softmax's exp and divide, layer norm's scale and shift)."""
+_NONE_LEFT = 0.999
+"""Torch work at this share of the reference's or more: Triton replaced none of it."""
+_GLUE_SHARE = 0.05
+"""Under `strict`, torch work beyond this share of the reference's is the problem's work."""
 _INIT_OPS = frozenset({"erfinv_", "mul_", "add_", "clamp_", "div_", "sqrt", "exponential_",
                        "log_normal_", "bernoulli_", "cauchy_", "geometric_"})
 _LOW_FLOATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
@@ -85,12 +63,35 @@ def failed(status: str, error: dict[str, str] | None, device: str) -> EvalResult
                       speedup_note="the candidate did not pass")
 
 
-def _failed_report(header: dict[str, Any], device: str) -> EvalResult:
+@dataclass
+class _Seen:
+    """Findings by who fails them: KernelGYM's own rule (no Triton launch) in every policy,
+    cheats in all but `kernelgym`, torch doing more than glue only under `strict`."""
+
+    upstream: list[Hack] = field(default_factory=list)
+    cheats: list[Hack] = field(default_factory=list)
+    lazy: list[Hack] = field(default_factory=list)
+
+    def settle(self, policy: str) -> tuple[list[Hack], list[Hack]]:
+        """(what fails, what is only reported) under `policy`."""
+        if policy == "kernelgym":
+            return _dedupe(self.upstream), _dedupe(self.cheats + self.lazy)
+        if policy == "strict":
+            return _dedupe(self.upstream + self.cheats + self.lazy), []
+        return _dedupe(self.upstream + self.cheats), _dedupe(self.lazy)
+
+
+def _settle(result: EvalResult, seen: _Seen, policy: str) -> None:
+    result.policy = policy
+    result.hacks, result.findings = seen.settle(policy)
+    if result.hacks:
+        result.status, result.correct = Status.HACKED, False
+
+
+def _failed_report(header: dict[str, Any], device: str, policy: str) -> EvalResult:
     """A child that stopped with a failure; what it was seen doing first still counts."""
     result = failed(header["status"], header.get("error"), device)
-    result.hacks = _runtime_hacks(header)
-    if result.hacks:
-        result.status = Status.HACKED
+    _settle(result, _Seen(cheats=_runtime_hacks(header)), policy)
     return result
 
 
@@ -98,8 +99,9 @@ def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
                       static_hacks: list[Hack], device: str) -> EvalResult:
     """Compare outputs and weigh every observation; the status follows from both."""
     h = cand.header
+    policy = cfg.get("policy", "standard")
     if not h["ok"]:
-        return _failed_report(h, device)
+        return _failed_report(h, device, policy)
     ref_trials, cand_trials = ref.split(ref.header["counts"]), cand.split(h["counts"])
     result = EvalResult(status=Status.INCORRECT, compiled=True, trials_total=len(ref_trials),
                         device=device)
@@ -107,42 +109,90 @@ def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
     diffs: list[float] = []
     means: list[float] = []
     problem = ""
-    hacks = _runtime_hacks(h)
+    seen = _Seen(cheats=_runtime_hacks(h))
+    plan = ref.header.get("plan", [])
     for i, (want, got) in enumerate(zip(ref_trials, cand_trials, strict=True)):
-        issue = _mismatch(want, got)
+        issue = _structure_issue(ref.header, h, i) or _mismatch(want, got)
+        large = i < len(plan) and plan[i] == "large"
         if issue is None:
-            ok, max_d, mean_d, nonfinite = _close(want, got, cfg)
-            diffs.append(max_d)
-            means.append(mean_d)
-            if nonfinite:
-                hacks.append(Hack(HackKind.NONFINITE_OUTPUT,
-                                  f"trial {i}: NaN or Inf where the reference is finite"))
+            ok, max_d, mean_d, nonfinite = _close(want, got, _tolerance(cfg, want, large))
+            if not large:  # diffs at ±100 measure the magnitude, not the kernel's precision
+                diffs.append(max_d)
+                means.append(mean_d)
+            if nonfinite and large:  # numerically unsafe (exp overflow), not a NaN wildcard
+                problem = problem or (f"trial {i} (inputs up to ±{LARGE_MAGNITUDE:g}): NaN or "
+                                      "Inf where the reference is finite")
+            elif nonfinite:
+                seen.cheats.append(Hack(HackKind.NONFINITE_OUTPUT,
+                                        f"trial {i}: NaN or Inf where the reference is finite"))
             passes.append(ok)
             if ok:
                 result.trials_passed += 1
             else:
-                problem = problem or f"Output mismatch in trial {i} (max abs diff {max_d:.3g})"
+                where = f" (inputs up to ±{LARGE_MAGNITUDE:g})" if large else ""
+                problem = problem or (f"Output mismatch in trial {i}{where} "
+                                      f"(max abs diff {max_d:.3g})")
         else:
             passes.append(False)
             problem = problem or f"trial {i}: {issue}"
     result.max_abs_diff = max(diffs) if diffs else None
     result.mean_abs_diff = sum(means) / len(means) if means else None
     passed = result.trials_passed == result.trials_total
-    hacks += _caching(ref_trials, cand_trials, cfg)
-    hacks += _probe_hacks(cfg, ref_trials, cand_trials, cand, passes)
-    hacks += _compute_hacks(ref.header, h, passed, sum(t.numel() for t in ref_trials[0]))
-    hacks += _static(static_hacks, ref.header, passed)
-    result.hacks = _dedupe(hacks)
-    result.profile = _cpu_profile(h)
-    if result.hacks:
-        result.status = Status.HACKED
-    elif passed:
+    seen.upstream += _no_launch(h)
+    seen.cheats += _caching(ref_trials, cand_trials, cfg)
+    seen.cheats += _probe_hacks(cfg, ref_trials, cand_trials, cand, passes,
+                                bool(plan) and plan[-1] == "large")
+    seen.cheats += _downcast(ref.header, h, passed) + _static(static_hacks, ref.header, passed)
+    result.profile = _cpu_profile(h, ref.header)
+    output_numel = sum(t.numel() for t in ref_trials[0]) if ref_trials else 0
+    cheats, lazy = _framework_compute(ref.header, h, result.profile, output_numel)
+    seen.cheats += cheats
+    seen.lazy += lazy
+    if passed:
         result.status, result.correct = Status.CORRECT, True
     else:
-        result.error = ErrorInfo(type="OutputMismatch", message=problem)
+        hint = _parameter_hint(ref.header.get("params", []), h.get("params", []))
+        result.error = ErrorInfo(type="OutputMismatch", message=problem + hint)
+    _settle(result, seen, policy)
     if device == "cpu":
         result.speedup_note = CPU_SPEED_NOTE
     return result
+
+
+def _parameter_hint(ref: list[list[Any]], cand: list[list[Any]]) -> str:
+    """Names the parameters ModelNew initialised differently from Model (same seed): matched
+    by name, else by shape in order."""
+    by_name = {p[0]: p for p in ref}
+    unmatched = [p for p in ref if p[0] not in {c[0] for c in cand}]
+    differ = []
+    for name, shape, total, size in cand:
+        want = by_name.get(name)
+        if want is None:
+            want = next((p for p in unmatched if p[1] == shape), None)
+            if want is not None:
+                unmatched.remove(want)
+        if want is None or want[1] != shape:
+            continue
+        if not (_near(total, want[2], want[3]) and _near(size, want[3], want[3])):
+            differ.append(f"{name} {tuple(shape)}" + (f" (Model's {want[0]})"
+                                                      if want[0] != name else ""))
+    if not differ:
+        return ""
+    return (f". ModelNew's parameters {', '.join(differ[:4])} differ from Model's under the "
+            "same seed: initialise them as Model does (build the same nn layers in the same "
+            "order, or copy their weights) instead of torch.randn or another init")
+
+
+def _near(a: float, b: float, scale: float) -> bool:
+    return abs(a - b) <= 1e-4 * max(abs(scale), 1.0)
+
+
+def _structure_issue(ref: dict[str, Any], cand: dict[str, Any], trial: int) -> str | None:
+    """The candidate's result nested differently from the reference's (`([y],)` for `y`)."""
+    want, got = ref.get("structures", []), cand.get("structures", [])
+    if trial >= len(want) or trial >= len(got) or want[trial] == got[trial]:
+        return None
+    return f"Output structure mismatch: expected {want[trial]}, got {str(got[trial])[:200]}"
 
 
 def _mismatch(want: list[torch.Tensor], got: list[torch.Tensor]) -> str | None:
@@ -154,6 +204,17 @@ def _mismatch(want: list[torch.Tensor], got: list[torch.Tensor]) -> str | None:
         if w.dtype != g.dtype:
             return f"Output dtype mismatch: expected {w.dtype}, got {g.dtype}"
     return None
+
+
+def _tolerance(cfg: dict[str, Any], want: list[torch.Tensor], large: bool) -> dict[str, Any]:
+    """At large magnitudes the check is of numerical safety (finite, and right to `rtol` and
+    the relative L2 bound), not of precision: `atol` grows with the outputs' mean magnitude,
+    or a float32 (or TF32) reduction's rounding, ∝ the magnitude, would fail near zero."""
+    if not large:
+        return cfg
+    values = [w.abs().double().mean() for w in want if w.numel() and w.is_floating_point()]
+    scale = max([1.0, *(float(v) for v in values if torch.isfinite(v))])
+    return {**cfg, "atol": cfg["atol"] * scale}
 
 
 def _close(want: list[torch.Tensor], got: list[torch.Tensor],
@@ -191,13 +252,14 @@ def _caching(ref_trials: list[list[torch.Tensor]], cand_trials: list[list[torch.
 
 def _probe_hacks(cfg: dict[str, Any], ref_trials: list[list[torch.Tensor]],
                  cand_trials: list[list[torch.Tensor]], cand: Report,
-                 passes: list[bool]) -> list[Hack]:
+                 passes: list[bool], last_large: bool = False) -> list[Hack]:
     """Probes on trial 0's inputs; each means something only where some plain trial passed."""
     hacks: list[Hack] = []
     if not any(passes):
         return hacks
     same = cand.group("same_objects")
-    if same and passes[-1] and not _allclose(ref_trials[-1], same, cfg):
+    last = _tolerance(cfg, ref_trials[-1], last_large)
+    if same and passes[-1] and not _allclose(ref_trials[-1], same, last):
         hacks.append(Hack(HackKind.OUTPUT_CACHING,
                           "the same input tensors given new values returned a stale output"))
     poisoned = cand.group("poisoned")
@@ -212,77 +274,75 @@ def _probe_hacks(cfg: dict[str, Any], ref_trials: list[list[torch.Tensor]],
     return hacks
 
 
-def _compute_hacks(ref: dict[str, Any], cand: dict[str, Any], passed: bool,
-                   output_numel: int) -> list[Hack]:
-    hacks = []
+def _no_launch(cand: dict[str, Any]) -> list[Hack]:
+    """KernelGYM's decoy rule: both the inference and the gradient pass launch Triton."""
     launches = cand["own_launches_per_trial"]
-    if not all(launches) or not cand.get("own_launches_grad", 1):
-        where = "with gradients enabled" if all(launches) else "in inference mode"
-        hacks.append(Hack(HackKind.DECOY,
-                          f"no Triton kernel of the candidate's own was launched {where}"))
-    hacks += _framework_compute(ref, cand, output_numel)
-    if passed and not _low_precision_problem(ref):  # a wrong output dtype is plainly incorrect
-        # The reference's own low-precision state (e.g. an fp16 weight buffer) is not a downcast.
-        own_state = set(ref.get("state_dtypes", []))
-        down = [r["name"] for r in cand["launches"]
-                if r["own"] and any(d in _LOW_FLOATS and d not in own_state for d in r["dtypes"])]
-        if down or cand.get("downcasts"):
-            evidence = ", ".join(down) or "; ".join(cand["downcasts"])
-            hacks.append(Hack(HackKind.PRECISION_DOWNCAST,
-                              f"full-precision problem computed in lower precision: {evidence}"))
-    return hacks
+    if all(launches) and cand.get("own_launches_grad", 1):
+        return []
+    where = "with gradients enabled" if all(launches) else "in inference mode"
+    return [Hack(HackKind.DECOY, f"no Triton kernel of the candidate's own was launched {where}")]
 
 
-def _framework_compute(ref: dict[str, Any], cand: dict[str, Any],
-                       output_numel: int) -> list[Hack]:
-    """Torch still doing the problem's work: heavy ops; any compute at all where the
-    reference is purely element-wise (its element-wise op then *is* the work); more than an
-    epilogue's worth of calls; or intermediates far larger than the output."""
-    cand_ops = compute_ops(cand["ops"])
-    elementwise_problem = not any(is_heavy(op) for op in compute_ops(ref["ops"]))
-    work = cand_ops if elementwise_problem else {op for op in cand_ops if is_heavy(op)}
-    evidence = []
-    if work:
+def _downcast(ref: dict[str, Any], cand: dict[str, Any], passed: bool) -> list[Hack]:
+    if not passed or _low_precision_problem(ref):  # a wrong output dtype is plainly incorrect
+        return []
+    # The reference's own low-precision state (e.g. an fp16 weight buffer) is not a downcast.
+    own_state = set(ref.get("state_dtypes", []))
+    down = [r["name"] for r in cand["launches"]
+            if r["own"] and any(d in _LOW_FLOATS and d not in own_state for d in r["dtypes"])]
+    if not down and not cand.get("downcasts"):
+        return []
+    evidence = ", ".join(down) or "; ".join(cand["downcasts"])
+    return [Hack(HackKind.PRECISION_DOWNCAST,
+                 f"full-precision problem computed in lower precision: {evidence}")]
+
+
+def _framework_compute(ref: dict[str, Any], cand: dict[str, Any], profile: Profile,
+                       output_numel: int) -> tuple[list[Hack], list[Hack]]:
+    """(cheats, strict-only findings), by the one account of work that `evaluator/work.py`
+    explains; plus torch work while loading and element-by-element host reads."""
+    ref_ns, torch_ns = _per_trial(ref, "work"), _per_trial(cand, "work")
+    alone_ns = _per_trial(cand, "work_alone")
+    ops = ", ".join(profile.torch_compute_ops)
+    cheats, lazy = [], []
+    made = cand.get("torch_made", [])
+    if made and all(made):
+        cheats.append(Hack(HackKind.FRAMEWORK_COMPUTE,
+                           f"torch computed the output ({made[0]}); the Triton kernels only "
+                           "moved it"))
+    elif ref_ns > 0 and alone_ns >= _NONE_LEFT * ref_ns and \
+            min(cand.get("kernel_elements") or [0]) < output_numel:
         raised = [f"{r['name']} raised {', '.join(r['raised'])}"
                   for r in cand["launches"] if r["own"] and r["raised"]]
         note = f" after {'; '.join(raised)} (fallback)" if raised else ""
-        evidence.append(f"the forward ran torch {', '.join(sorted(work))}{note}")
+        cheats.append(Hack(HackKind.FRAMEWORK_COMPUTE,
+                           f"the forward ran torch {ops}{note}: {_share_text(alone_ns, ref_ns)}"
+                           " on data no Triton kernel computed, so Triton replaced none of it"))
+    elif torch_ns > _GLUE_SHARE * ref_ns:
+        lazy.append(Hack(HackKind.FRAMEWORK_COMPUTE,
+                         f"the forward ran torch {ops}: {_share_text(torch_ns, ref_ns)}"))
+    skip = set(ref.get("load_ops", {})) | _INIT_OPS
+    loading = sum(ns for op, ns in cand.get("load_work", {}).items() if op not in skip)
+    if ref_ns > 0 and loading >= ref_ns:
+        cheats.append(Hack(HackKind.FRAMEWORK_COMPUTE,
+                           f"torch did {loading / ref_ns:.1f} forwards' worth of the work "
+                           "while loading the candidate"))
     trials = max(len(cand["counts"]), 1)
-    # Arithmetic on the module's parameters alone (folding a norm into a weight) is not work on
-    # the inputs.
-    state_only = cand.get("state_ops", {})
-    calls = sum(n - state_only.get(op, 0) for op, n in cand["ops"].items()
-                if op in cand_ops) / trials
-    if calls > _TORCH_CALLS_PER_TRIAL:
-        evidence.append(f"{calls:.0f} torch compute calls per forward")
-    full = sum(n for op, n in cand.get("full_size", {}).items() if op in cand_ops) / trials
-    if not elementwise_problem and full > _OUTPUT_SIZED_CALLS_PER_TRIAL:
-        evidence.append(f"torch computed {full:.0f} output-sized results per forward")
-    sizes = cand.get("largest", {})
-    largest = max((n for op, n in sizes.items() if op in cand_ops), default=0)
-    if output_numel and largest > _INTERMEDIATE_FACTOR * output_numel:
-        evidence.append(f"torch built a {largest}-element intermediate for a "
-                        f"{output_numel}-element output")
-    # A bias or scale step with the module's parameters may be as large as the reference's
-    # own parameters (folding a norm into a weight), not larger.
-    epilogue = sizes.get("epilogue", 0)
-    if output_numel and epilogue > max(_INTERMEDIATE_FACTOR * output_numel,
-                                       ref.get("state_numel", 0)):
-        evidence.append(f"torch built a {epilogue}-element intermediate with the module's "
-                        f"tensors for a {output_numel}-element output")
-    loading = {op for op in compute_ops(cand.get("load_ops", {}))
-               if is_heavy(op) or (elementwise_problem and op not in _INIT_OPS
-                                   and op not in ref.get("load_ops", {}))}
-    if loading:
-        evidence.append(f"torch {', '.join(sorted(loading))} ran while loading the candidate")
     reads = cand["ops"].get("_local_scalar_dense", 0)
     if reads > _HOST_READS_PER_TRIAL * trials:
-        evidence.append(f"read {reads} tensor elements one by one on the host")
-    return [Hack(HackKind.FRAMEWORK_COMPUTE, e) for e in evidence]
+        cheats.append(Hack(HackKind.FRAMEWORK_COMPUTE,
+                           f"read {reads} tensor elements one by one on the host"))
+    return cheats, lazy
 
 
-def is_heavy(op: str) -> bool:
-    return "::" in op or bool(_HEAVY.search(op))
+def _per_trial(header: dict[str, Any], key: str) -> float:
+    return sum(header.get(key, {}).values()) / max(len(header.get("counts", [])), 1)
+
+
+def _share_text(torch_ns: float, ref_ns: float) -> str:
+    if ref_ns <= 0:
+        return "work where the reference only moves data"
+    return f"{100 * torch_ns / ref_ns:.0f}% of the reference's estimated work"
 
 
 def _static(hacks: list[Hack], ref: dict[str, Any], passed: bool) -> list[Hack]:
@@ -299,10 +359,6 @@ def _low_precision_problem(ref: dict[str, Any]) -> bool:
                                           *ref.get("output_dtypes", [])])
 
 
-def compute_ops(ops: dict[str, int]) -> set[str]:
-    return {op for op in ops if op not in GLUE_OPS}
-
-
 def _runtime_hacks(header: dict[str, Any]) -> list[Hack]:
     hacks = [Hack(HackKind(kind), evidence) for kind, evidence in header.get("findings", [])]
     if header.get("patched"):
@@ -310,19 +366,43 @@ def _runtime_hacks(header: dict[str, Any]) -> list[Hack]:
     return hacks
 
 
-def _cpu_profile(header: dict[str, Any]) -> Profile:
+def _cpu_profile(header: dict[str, Any], ref: dict[str, Any]) -> Profile:
+    """Kernels launched, and the torch ops that did work with their estimated shares."""
     rows = [KernelRow(name=r["name"], device_time_us=0.0, count=r["count"], own=r["own"])
             for r in header["launches"]]
+    ref_ns, trials = _per_trial(ref, "work"), max(len(header["counts"]), 1)
+    work = sorted(((ns / trials, op) for op, ns in header.get("work", {}).items() if ns > 0),
+                  reverse=True)
+    torch_ns = sum(ns for ns, _ in work)
+    compiled = header.get("compiled") or {}
     return Profile(kernels=rows, triton_launches=[r.name for r in rows if r.own],
-                   torch_compute_ops=sorted(compute_ops(header["ops"])))
+                   torch_compute_ops=[op for _, op in work],
+                   torch_work=[OpWork(op=op, share=round(ns / ref_ns, 4) if ref_ns else 1.0)
+                               for ns, op in work],
+                   triton_work_share=round(triton_share(torch_ns, ref_ns), 4),
+                   work_share_source="estimate",
+                   compiled=[_compiled_kernel(k) for k in compiled.get("kernels", [])[:64]],
+                   compile_target=str(compiled.get("target", "")))
+
+
+def _compiled_kernel(row: dict[str, Any]) -> CompiledKernel:
+    def count(key: str) -> int | None:
+        value = row.get(key)
+        return int(value) if value is not None else None
+
+    return CompiledKernel(name=str(row["name"])[:200], registers=count("registers"),
+                          spill_bytes=count("spill_bytes"),
+                          shared_bytes=int(row.get("shared_bytes", 0)),
+                          num_warps=int(row.get("num_warps", 0)))
 
 
 def add_performance(result: EvalResult, ref: Report, perf: Report,
                     cfg: dict[str, Any]) -> EvalResult:
     """Speed, profile and the late checks: the timed calls' outputs, late patching."""
     h = perf.header
+    policy = cfg.get("policy", "standard")
     if not h.get("ok", True):
-        return _failed_report(h, result.device)
+        return _failed_report(h, result.device, policy)
     result.ref_timing = TimingStats(**ref.header["timing"])
     result.kernel_timing = TimingStats(**h["timing"])
     result.ref_ms, result.kernel_ms = result.ref_timing.mean_ms, result.kernel_timing.mean_ms
@@ -330,12 +410,13 @@ def add_performance(result: EvalResult, ref: Report, perf: Report,
     if h.get("profile"):
         result.profile.kernels = [KernelRow(**k) for k in h["profile"]["kernels"]]
         result.profile.triton_time_coverage = h["profile"]["coverage"]
+        result.profile.triton_work_share = h["profile"]["coverage"]
+        result.profile.work_share_source = "device_time"
     late = _runtime_hacks(h) + _timed_outputs(ref, perf, cfg)
     if h.get("side_stream"):
         late.append(Hack(HackKind.SIDE_STREAM, "a Triton kernel ran on a side stream"))
-    if late:
-        result.hacks = _dedupe(result.hacks + late)
-        result.status, result.correct = Status.HACKED, False
+    if late:  # only a passing candidate is timed: nothing failed so far
+        _settle(result, _Seen(cheats=late, lazy=result.findings), policy)
     return result
 
 
@@ -343,8 +424,10 @@ def _timed_outputs(ref: Report, perf: Report, cfg: dict[str, Any]) -> list[Hack]
     want = ref.split(ref.header["counts"])
     counts = {int(k): n for k, n in perf.header.get("timed_counts", {}).items()}
     got = perf.split([counts[k] for k in sorted(counts)])
+    plan = ref.header.get("plan", [])
     for k, outputs in zip(sorted(counts), got, strict=True):
-        if not _allclose(want[k], outputs, cfg):
+        large = k < len(plan) and plan[k] == "large"
+        if not _allclose(want[k], outputs, _tolerance(cfg, want[k], large)):
             return [Hack(HackKind.OUTPUT_CACHING,
                          f"a timed call on trial {k}'s inputs returned a wrong output")]
     return []

@@ -29,6 +29,9 @@ import torch
 import triton
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from evaluator.gpu_compile import GpuCompileError, GpuCompiler
+from evaluator.work import GLUE_OPS, op_cost, tensors_in
+
 
 def _dirs(*keys: str) -> tuple[str, ...]:
     return tuple(sorted({os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in keys}))
@@ -101,6 +104,9 @@ class Monitor:
     on_gpu: bool = False
     kernel_downcasts: list[str] = field(default_factory=list)
     """Casts of fp32 values to fp16/bf16 inside kernels, seen by the interpreter."""
+    compiler: GpuCompiler | None = None
+    """On cpu, compiles each launched kernel for a GPU target as well (set by the harness)."""
+    compile_errors: list[str] = field(default_factory=list)
 
     def flag(self, kind: str, evidence: str) -> None:
         if (kind, evidence) not in self.findings and len(self.findings) < 64:
@@ -205,12 +211,16 @@ class Monitor:
             if origin(filename) != "untrusted" and not _is_source_of(args[0], filename):
                 self.refuse("sandbox_escape", f"code compiled under the name {filename}")
 
-    def on_launch(self, fn: Any, args: tuple[Any, ...]) -> bool:
+    def on_launch(self, fn: Any, args: tuple[Any, ...],
+                  kwargs: dict[str, Any] | None = None) -> bool:
         """Record a Triton launch; False means skip it (ghost run)."""
+        kwargs = kwargs or {}
         if self.active and getattr(fn, "pre_run_hooks", None):
             # Triton calls these from its own frames with the kernel's arguments, so a C
             # callable (`torch.matmul`, `os.system`, `exec`) would act under Triton's name.
             self.refuse("sandbox_escape", "a pre-run hook on a kernel")
+        if self.active:
+            _check_arguments(self, fn, args, kwargs)
         code = getattr(getattr(fn, "fn", fn), "__code__", None)
         own = code is not None and code.co_filename == self.candidate_path
         dtypes = sorted({str(a.dtype).removeprefix("torch.") for a in args
@@ -218,7 +228,86 @@ class Monitor:
         side = self.on_gpu and torch.cuda.current_stream() != torch.cuda.default_stream()
         name = getattr(getattr(fn, "fn", fn), "__name__", "kernel")
         self.launches.append(Launch(name=name, own=own, dtypes=dtypes, side_stream=side))
-        return not (own and self.suppress_own_launches)
+        if own and self.suppress_own_launches:
+            return False
+        if self.compiler is not None and self.active:
+            self._compile_for_gpu(fn, args, kwargs)
+        return True
+
+    def _compile_for_gpu(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Compile an interpreted kernel as a GPU would, before the interpreter runs it; a
+        rejection stands even if the candidate catches it."""
+        from triton.runtime.interpreter import InterpretedFunction
+
+        if _type(fn) is not InterpretedFunction or self.compiler is None:
+            return
+        try:
+            self.compiler.check(fn, args, kwargs)
+        except GpuCompileError as exc:
+            if str(exc) not in self.compile_errors:
+                self.compile_errors.append(str(exc))
+            raise
+
+
+_type = type  # bound before any candidate code can swap `builtins.type`
+_LAUNCH_OPTIONS = frozenset({"grid", "warmup"})
+
+
+def _argument_types() -> frozenset[type]:
+    """What a kernel may be given: plain tensors, Python and numpy scalars, and Triton's own
+    values (dtypes, constexprs, tensor descriptors)."""
+    import triton.language as tl
+
+    kinds: set[type] = {int, float, bool, str, _type(None), torch.Tensor, torch.nn.Parameter,
+                        torch.dtype, tl.constexpr}
+    kinds |= {k for k in vars(tl.core).values() if isinstance(k, type) and issubclass(k, tl.dtype)}
+    kinds |= {k for k in np.sctypeDict.values() if isinstance(k, type)}
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+        kinds.add(TensorDescriptor)
+    except ImportError:
+        pass
+    return frozenset(kinds)
+
+
+_ARGUMENT_TYPES = _argument_types()
+_QUALNAME = type.__dict__["__qualname__"]
+
+
+_TENSOR_ATTRS = frozenset(dir(torch.Tensor))
+
+
+def _plain_argument(value: Any) -> bool:
+    kind = _type(value)
+    if kind in (tuple, list):
+        return all(_plain_argument(v) for v in value)
+    if kind in (torch.Tensor, torch.nn.Parameter):
+        # An instance attribute can shadow a method Triton calls (`untyped_storage`, `cpu`).
+        return not any(key in _TENSOR_ATTRS for key in _instance_dict(value))
+    return kind in _ARGUMENT_TYPES
+
+
+def _instance_dict(value: Any) -> dict[str, Any]:
+    try:
+        space = object.__getattribute__(value, "__dict__")
+    except AttributeError:
+        return {}
+    return space if _type(space) is dict else {"__dict__": space}
+
+
+def _check_arguments(monitor: Monitor, fn: Any, args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> None:
+    """Refuse anything but real tensors and scalars: Triton reads a tensor-like object's data
+    (`data_ptr`, `.cpu()`) from its own frames, where torch work would go unseen."""
+    values = [*args, *(v for k, v in kwargs.items() if k not in _LAUNCH_OPTIONS)]
+    for value in values:
+        if not _plain_argument(value):
+            kernel = getattr(getattr(fn, "fn", fn), "__name__", "kernel")
+            kind = _QUALNAME.__get__(_type(value), type)
+            if _type(value) in (torch.Tensor, torch.nn.Parameter):
+                kind += " whose own attributes shadow its methods"
+            monitor.refuse("lazy_tensor", f"kernel {kernel} was given a {kind}: kernel "
+                           "arguments must be plain tensors or scalars")
 
 
 def _short(args: tuple[Any, ...]) -> str:
@@ -230,8 +319,10 @@ _COMPILER_TOOLS = frozenset({"ptxas", "ptxas-blackwell", "cuobjdump", "nvdisasm"
 
 
 def _program(event: str, args: tuple[Any, ...]) -> str:
-    """The program a `subprocess.Popen` would run; '' for any other process event (a shell,
-    a fork, a signal), which no tool of Triton's needs."""
+    """The program a `subprocess.Popen` (or the `os.posix_spawn` it makes) would run; '' for
+    any other process event (a shell, a fork, a signal), which no tool of Triton's needs."""
+    if event == "os.posix_spawn":
+        return os.fsdecode(args[0]) if args and isinstance(args[0], (str, bytes)) else ""
     if event != "subprocess.Popen":
         return ""
     first = args[0] if args else None
@@ -336,42 +427,58 @@ def _is_source_of(source: Any, filename: str) -> bool:
 
 
 class OpTracer(TorchDispatchMode):
-    """Counts the aten ops a forward executes; optionally poisons fresh allocations."""
+    """Counts the aten ops a forward executes and the work they do (`evaluator.work`);
+    keeps what torch computed from the inputs alone, so that an output Triton only copied can
+    be told apart; optionally poisons fresh allocations."""
 
     def __init__(self, poison: bool = False, output_numel: int = 0) -> None:
         super().__init__()
         self.ops: Counter[str] = Counter()
         self.output_numel = output_numel
-        self.full_size: Counter[str] = Counter()
-        """Per op, calls that produced at least as many elements as the forward's output."""
-        self.largest: dict[str, int] = {}
-        """Per op, the most elements one call of it produced; bias or scale steps with the
-        module's own parameters are kept apart under `epilogue`."""
+        self.work: dict[str, float] = {}
+        """Per op, estimated nanoseconds of work on data derived from the inputs."""
+        self.work_alone: dict[str, float] = {}
+        """The part of `work` done on data no kernel of the candidate's had a hand in."""
+        self.computed: dict[int, str] = {}
+        """Storages holding what torch computed from the inputs alone, and the op that did."""
         self.poison = poison
         self.downcasts: list[str] = []
         self.state_ptrs: set[int] = set()
         """Storages of the module's parameters and buffers (set by the harness)."""
         self.derived: set[int] = set()
         """Storages computed from module state alone during this forward."""
-        self.state_ops: Counter[str] = Counter()
-        """Calls, before the forward's first Triton launch, whose tensor operands were all
-        module state (or derived from it alone): folding parameters, not work on inputs. After
-        a launch a kernel may have written inputs into a buffer, so nothing is exempt."""
-        self.launches: list[Any] = []
-        self.launch_start = 0
+        self.from_triton: set[int] = set()
+        """Storages the candidate's own kernels wrote results of their own into, and what
+        torch computed from them."""
+        self.torch_only: list[tuple[str, torch.Tensor]] = []
+        """Copies of what torch computed from the inputs with no kernel's data, output-sized or
+        smaller, newest last."""
+        self.forward = False
+        """Set for a forward: then arithmetic on constants (a shape tuple made a tensor) is no
+        work either; while loading, everything is counted."""
+        self.constants: set[int] = set()
+        self.kernel_elements = 0
+        """Elements the candidate's own kernels computed (not merely copied)."""
+        self._quiet = False
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __enter__(self) -> OpTracer:
+        _TRACERS.append(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self in _TRACERS:
+            _TRACERS.remove(self)
+        super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if _called_from_triton():
-            return out  # autotune benchmarking and the interpreter's own tensor work
+        if self._quiet or _called_from_triton():
+            return out  # the judge's own copies, autotuning, the interpreter's tensor work
         name = _op_name(func)
         self.ops[name] += 1
-        self._note_state(name, args, kwargs or {}, out)
+        self._account(name, func, args, kwargs or {}, out)
         if isinstance(out, torch.Tensor):
-            key = "epilogue" if self._state_epilogue(name, args, out) else name
-            self.largest[key] = max(self.largest.get(key, 0), out.numel())
-            if key == name and self.output_numel and out.numel() >= self.output_numel:
-                self.full_size[name] += 1
             self._note_downcast(name, args, out)
         if self.poison and name in _EMPTY_OPS and isinstance(out, torch.Tensor):
             _fill_poison(out)
@@ -381,33 +488,108 @@ class OpTracer(TorchDispatchMode):
         ptr = _storage_ptr(t)
         return ptr is not None and (ptr in self.state_ptrs or ptr in self.derived)
 
-    def _note_state(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                    out: Any) -> None:
-        """Track arithmetic on module state alone; a state storage written from anything else
-        (an input copied into a buffer) stops being state."""
-        tensors = [t for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor)]
-        outs = [o for o in (out if isinstance(out, (tuple, list)) else [out])
-                if isinstance(o, torch.Tensor)]
-        if tensors and all(self._is_state(t) for t in tensors):
-            if len(self.launches) == self.launch_start:
-                self.state_ops[name] += 1
-            self.derived |= {p for p in map(_storage_ptr, outs) if p is not None}
-        else:
-            for ptr in map(_storage_ptr, outs):
+    def _account(self, name: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 out: Any) -> None:
+        """Weigh one op: arithmetic on module state alone (folding parameters) is no work on
+        the inputs; an op reading a kernel's data passes that on; an op on the inputs alone
+        that could be an output is kept."""
+        sources = tensors_in((args, {k: v for k, v in kwargs.items() if k != "out"}))
+        outs = tensors_in(out)
+        out_ptrs = {p for p in map(_storage_ptr, outs) if p is not None}
+        if not sources or name.startswith("lift_fresh") or (
+                self.forward and all(_storage_ptr(t) in self.constants for t in sources)):
+            self.constants |= out_ptrs  # a factory, or arithmetic on what factories made
+            if self.forward:
+                return
+        self.constants -= out_ptrs
+        if not sources:
+            return
+        if all(self._is_state(t) for t in sources):
+            self.derived |= out_ptrs
+            return
+        self.state_ptrs -= out_ptrs  # a state storage written from the inputs is state no more
+        self.derived -= out_ptrs
+        cost = op_cost(name, func, args, kwargs, out)
+        self.work[name] = self.work.get(name, 0.0) + cost
+        source_ptrs = {_storage_ptr(t) for t in sources}
+        if source_ptrs & self.from_triton:
+            self.from_triton |= out_ptrs
+            for ptr in out_ptrs:
+                self.computed.pop(ptr, None)
+            return
+        self.work_alone[name] = self.work_alone.get(name, 0.0) + cost
+        # Moving torch's own result (stack, cat, a copy) keeps it torch's; a view is no new one.
+        moved_from = [self.computed[p] for p in source_ptrs if p in self.computed]
+        if name not in GLUE_OPS or (moved_from and not out_ptrs <= source_ptrs):
+            op = name if name not in GLUE_OPS else moved_from[0]
+            self.computed.update(dict.fromkeys(out_ptrs, op))
+            self._keep(op, outs)
+
+    def before_launch(self, tensors: list[torch.Tensor]) -> None:
+        """Copies of what an own kernel is given, to see afterwards what it wrote."""
+        self._quiet = True
+        try:
+            self._pending = [(t, t.detach().clone()) for t in tensors if not t.is_complex()]
+        finally:
+            self._quiet = False
+
+    def after_launch(self) -> None:
+        """A storage the kernel changed holds its work, unless it was a copy or a re-layout
+        (as many values as its largest argument, every one of them a value it was given):
+        then the data keeps its origin, so moving torch's own result, or the inputs into a
+        buffer for torch, is no kernel's work."""
+        self._quiet = True
+        try:
+            given = [(t, old) for t, old in self._pending if old.numel()]
+            written = [t for t, old in given if not _unchanged(t, old)]
+            if not written:
+                return
+            pool = _cat([old.reshape(-1).double() for _, old in given])
+            origins = {_storage_ptr(t) for t, _ in given}
+            largest = max(old.numel() for _, old in given)
+            for t in written:
+                ptr = _storage_ptr(t)
+                if ptr is None:
+                    continue
+                moved = t.numel() >= largest and bool(
+                    _isin(t.detach().reshape(-1).double(), pool).all())
+                if moved and origins & self.from_triton:
+                    self.from_triton.add(ptr)
+                elif moved and origins & self.computed.keys():
+                    op = next(self.computed[p] for p in origins if p in self.computed)
+                    self.computed[ptr] = op
+                    self._keep(op, [t])
+                elif not moved:
+                    self.kernel_elements += t.numel()
+                    self.from_triton.add(ptr)
+                    self.computed.pop(ptr, None)
                 self.state_ptrs.discard(ptr)
                 self.derived.discard(ptr)
+        finally:
+            self._pending = []
+            self._quiet = False
 
-    def _state_epilogue(self, name: str, args: tuple[Any, ...], out: torch.Tensor) -> bool:
-        """A binary add/sub/mul/div with a parameter or buffer (or a tensor computed from them
-        alone), no larger than an operand: applying a bias or scale (or folding one into a
-        weight), not building new work. The other operand may be a Python number."""
-        if name not in _EPILOGUE_OPS or len(args) < 2:
-            return False
-        operands = [t for t in args[:2] if isinstance(t, torch.Tensor)]
-        if not operands or not all(isinstance(t, (torch.Tensor, int, float)) for t in args[:2]):
-            return False
-        own = [t for t in operands if self._is_state(t)]
-        return bool(own) and out.shape in [t.shape for t in operands]
+    def _keep(self, name: str, outs: list[torch.Tensor]) -> None:
+        for t in outs:
+            if 0 < t.numel() <= max(self.output_numel, 1) and not t.is_complex():
+                self.torch_only.append((name, t.detach().clone()))
+        kept = 0
+        for i in range(len(self.torch_only) - 1, -1, -1):
+            kept += self.torch_only[i][1].numel()
+            if kept > _KEPT_OUTPUTS * max(self.output_numel, 1):
+                del self.torch_only[: i + 1]
+                break
+
+    def torch_made(self, outputs: list[torch.Tensor], atol: float, rtol: float) -> str:
+        """The torch op whose own result every output is (up to layout and tolerance), or ''."""
+        names = []
+        for y in outputs:
+            name = next((n for n, t in reversed(self.torch_only) if _same_values(t, y, atol, rtol)),
+                        "")
+            if not name:
+                return ""
+            names.append(name)
+        return ", ".join(dict.fromkeys(names))
 
     def _note_downcast(self, name: str, args: tuple[Any, ...], out: torch.Tensor) -> None:
         if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor):
@@ -420,6 +602,35 @@ class OpTracer(TorchDispatchMode):
             self.downcasts.append(f"{name} {src} -> {dst}")
 
 
+def _unchanged(t: torch.Tensor, old: torch.Tensor) -> bool:
+    if bool(_equal(t, old)):
+        return True
+    if not t.is_floating_point():
+        return False
+    return bool(((t == old) | (_isnan(t) & _isnan(old))).all())  # NaN-filled, untouched
+
+
+_KEPT_OUTPUTS = 16
+"""How many outputs' worth of torch results a forward keeps for `torch_made`."""
+
+
+def _same_values(kept: torch.Tensor, y: torch.Tensor, atol: float, rtol: float) -> bool:
+    """Equal within tolerance as laid out, or as a multiset (a kernel that only re-lays out)."""
+    if kept.numel() != y.numel() or y.is_complex():
+        return False
+    a, b = kept.detach().reshape(-1).double(), y.detach().reshape(-1).double()
+    if not bool(_isfinite(b).all()):
+        return False
+    return _allclose(b, a, atol=atol, rtol=rtol) or _allclose(
+        _sort(b).values, _sort(a).values, atol=atol, rtol=rtol)
+
+
+_allclose, _isfinite, _sort = torch.allclose, torch.isfinite, torch.sort
+_equal, _cat, _isin, _isnan = torch.equal, torch.cat, torch.isin, torch.isnan
+_TRACERS: list[OpTracer] = []
+"""The op tracers in force, innermost last: own launches report to the innermost."""
+
+
 def _storage_ptr(t: torch.Tensor) -> int | None:
     """Where a tensor's data lives; None for tensors without plain storage (sparse, meta)."""
     try:
@@ -429,7 +640,6 @@ def _storage_ptr(t: torch.Tensor) -> int | None:
 
 
 _LOW_FLOATS = (torch.float16, torch.bfloat16)
-_EPILOGUE_OPS = frozenset({"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"})
 
 
 def _op_name(func: Any) -> str:
@@ -539,8 +749,11 @@ def _watched(monitor: Monitor, name: str, method: Callable[..., Any]) -> Callabl
 
 _DISPATCH_ESCAPES = {
     "torch.utils._python_dispatch": ("_disable_current_modes", "_pop_mode",
-                                     "_pop_mode_temporarily", "_disable_infra_mode"),
+                                     "_pop_mode_temporarily", "_disable_infra_mode",
+                                     "_get_current_dispatch_mode",
+                                     "_get_current_dispatch_mode_stack"),
     "torch._C": ("_pop_torch_dispatch_stack", "_unset_dispatch_mode", "_DisableTorchDispatch",
+                 "_get_dispatch_mode", "_set_dispatch_mode", "_push_on_torch_dispatch_stack",
                  "_DisablePythonDispatcher", "_disabled_torch_dispatch_impl",
                  "_get_dispatch_stack_at", "_get_current_dispatch_mode",
                  "_get_current_dispatch_mode_stack", "_len_torch_dispatch_stack",
@@ -579,15 +792,38 @@ def _hook_launches(monitor: Monitor) -> None:
         original = cls.run
 
         def run(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            if not monitor.on_launch(self, args):
+            if not monitor.on_launch(self, args, kwargs):
                 return None
+            tracer = _TRACERS[-1] if _TRACERS and monitor.launches[-1].own else None
+            if tracer is not None:
+                tracer.before_launch(tensors_in((args, kwargs)))
             try:
-                return _original(self, *args, **kwargs)
+                result = _original(self, *args, **kwargs)
             except BaseException as exc:
                 monitor.launches[-1].raised = type(exc).__name__
                 raise
+            if tracer is not None:
+                tracer.after_launch()
+            return result
 
         cls.run = run
+    _hook_grid_executor(monitor)
+
+
+def _hook_grid_executor(monitor: Monitor) -> None:
+    """The interpreter's executor runs a kernel without `run`, so without the launch checks
+    (arguments, the GPU compile): only Triton may call it."""
+    from triton.runtime import interpreter
+
+    execute = interpreter.GridExecutor.__call__
+
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if monitor.by_untrusted(2):
+            monitor.refuse("sandbox_escape", "ran a kernel through the interpreter's executor, "
+                           "around the judge's launch checks")
+        return execute(self, *args, **kwargs)
+
+    interpreter.GridExecutor.__call__ = guarded
 
 
 def _first_autotune_config_only_without_gpu() -> None:

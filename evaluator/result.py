@@ -79,12 +79,52 @@ class KernelRow:
 
 
 @dataclass
+class OpWork:
+    op: str
+    share: float
+    """This torch op's work as a share of the reference's whole work (an estimate)."""
+
+
+@dataclass
+class CompiledKernel:
+    """What the GPU compiler reported for one of the candidate's kernels (on cpu, where each
+    launched kernel is also compiled for `Profile.compile_target`)."""
+
+    name: str
+    registers: int | None = None
+    """Registers per thread; None where ptxas could not run."""
+    spill_bytes: int | None = None
+    """Bytes spilled to local memory (stores + loads); None where ptxas could not run."""
+    shared_bytes: int = 0
+    num_warps: int = 0
+
+
+@dataclass
 class Profile:
     kernels: list[KernelRow] = field(default_factory=list)
     triton_launches: list[str] = field(default_factory=list)
     """Names of the candidate's own Triton kernels launched in the forward."""
     triton_time_coverage: float | None = None
     torch_compute_ops: list[str] = field(default_factory=list)
+    """Torch ops that did work on the inputs' data, most work first."""
+    torch_work: list[OpWork] = field(default_factory=list)
+    triton_work_share: float | None = None
+    """The share of the reference's work the candidate's own Triton kernels did: the device
+    time coverage on cuda, an estimate from counted work on cpu (`evaluator/work.py`)."""
+    work_share_source: str = ""
+    """`device_time` or `estimate`."""
+    compiled: list[CompiledKernel] = field(default_factory=list)
+    compile_target: str = ""
+    """The GPU the kernels were compiled for on cpu (e.g. `cuda sm_90`); '' on cuda."""
+
+
+@dataclass
+class Scaling:
+    """On cpu, the sizes a problem ran at when its own did not fit the judge's budget."""
+
+    constants: dict[str, list[int]] = field(default_factory=dict)
+    """Size constant -> [as written, as run]."""
+    input_shapes: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -98,6 +138,9 @@ class EvalResult:
     mean_abs_diff: float | None = None
     error: ErrorInfo | None = None
     hacks: list[Hack] = field(default_factory=list)
+    findings: list[Hack] = field(default_factory=list)
+    """What the judge saw that does not fail under `policy` (reported, not failing)."""
+    policy: str = "standard"
     ref_ms: float | None = None
     kernel_ms: float | None = None
     speedup: float | None = None
@@ -107,6 +150,12 @@ class EvalResult:
     kernel_timing: TimingStats | None = None
     device: str = ""
     profile: Profile = field(default_factory=Profile)
+    scaling: Scaling | None = None
+    """Set when the problem ran at smaller sizes than it defines (cpu only)."""
+    trial_seed: int | None = None
+    """The seed the trials' inputs were derived from: drawn per evaluation under `standard`
+    and `strict`, KernelGYM's (the config's `seed`) under `kernelgym`. Giving it back as
+    `EvalConfig.trial_seed` repeats the evaluation's inputs."""
     reward: float = 0.0
     evaluator_version: str = EVALUATOR_VERSION
     elapsed_s: float = 0.0
@@ -123,15 +172,18 @@ class EvalResult:
         data["status"] = Status(data["status"])
         if data.get("error"):
             data["error"] = ErrorInfo(**data["error"])
-        data["hacks"] = [
-            Hack(kind=HackKind(h["kind"]), evidence=h["evidence"], static=h.get("static", False))
-            for h in data.get("hacks", [])
-        ]
+        for key in ("hacks", "findings"):
+            data[key] = [Hack(kind=HackKind(h["kind"]), evidence=h["evidence"],
+                              static=h.get("static", False)) for h in data.get(key, [])]
+        if data.get("scaling"):
+            data["scaling"] = Scaling(**data["scaling"])
         for key in ("ref_timing", "kernel_timing"):
             if data.get(key):
                 data[key] = TimingStats(**data[key])
         profile = dict(data.get("profile") or {})
         profile["kernels"] = [KernelRow(**k) for k in profile.get("kernels", [])]
+        profile["torch_work"] = [OpWork(**w) for w in profile.get("torch_work", [])]
+        profile["compiled"] = [CompiledKernel(**k) for k in profile.get("compiled", [])]
         data["profile"] = Profile(**profile)
         return cls(**data)
 

@@ -3,7 +3,9 @@
 Default = KernelGYM's `calculate_reward_speedup` as configured for Dr.Kernel-14B:
 0 for any failure or hack; else 0.5·correct + 0.5·min(speedup, 3), plus 0.5·coverage of
 device time by the candidate's own Triton kernels (the profiling reward). On cpu, where
-neither speed nor coverage is measured, a correct kernel earns `correct_weight` (0.5).
+neither speed nor coverage is measured, a correct kernel earns `correct_weight` (0.5), or with
+`estimated_coverage` also the coverage term on the judge's estimate of the Triton share of the
+work (`evaluator/work.py`), so that partial work earns less than full work there too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class RewardConfig:
     """Speedups below this earn no speed reward."""
     coverage_weight: float = 0.5
     coverage_reward: bool = True
+    estimated_coverage: bool = False
+    """Where device time was not measured (cpu), use the estimated Triton share of the work."""
     failure_penalty: float = 0.0
     hack_penalty: float = 0.0
 
@@ -41,6 +45,8 @@ def reward(result: EvalResult, config: RewardConfig | None = None) -> float:
     if result.speedup is not None and result.speedup >= cfg.speedup_lower_bound:
         value += cfg.speedup_weight * min(result.speedup, cfg.speedup_cap)
     coverage = result.profile.triton_time_coverage
+    if coverage is None and cfg.estimated_coverage:
+        coverage = result.profile.triton_work_share
     if cfg.coverage_reward and coverage is not None:
         value += cfg.coverage_weight * coverage
     return value
@@ -49,10 +55,13 @@ def reward(result: EvalResult, config: RewardConfig | None = None) -> float:
 def keep_probability(result: EvalResult, low: float = 0.3, width: float = 0.1) -> float:
     """Profiling-based rejection sampling: chance of keeping a turn in the training batch.
 
-    Correct turns are kept with clip((coverage - low) / width, 0, 1); other turns, and turns
-    whose coverage was not measured, are always kept.
+    Correct turns are kept with clip((coverage - low) / width, 0, 1), on the device-time
+    coverage or, where that was not measured (cpu), the estimated Triton share of the work;
+    other turns, and turns with neither, are always kept.
     """
     coverage = result.profile.triton_time_coverage
+    if coverage is None:
+        coverage = result.profile.triton_work_share
     if result.status is not Status.CORRECT or coverage is None:
         return 1.0
     return min(1.0, max(0.0, (coverage - low) / width))

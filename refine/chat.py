@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase as ChatTokenizer
 
-QWEN3_STOP_TOKENS = ("<|im_end|>", "<|im_start|>")
+QWEN3_STOP_TOKENS = ("<|im_end|>", "<|im_start|>", "user", "assistant")
+"""Dr.Kernel's stop ids 151645, 151644, 872, 77091 in Qwen's vocabulary (KernelGYM's
+`stop_token_ids`): the ChatML markers and the bare words "user" and "assistant". A tokenizer
+without one of them as a single token simply does not stop on it."""
 _ASSISTANT = "\x00assistant-slot\x00"
 _USER = "\x00user-slot\x00"
 
@@ -28,9 +31,14 @@ class Prompt:
 
 
 class ChatFormat:
-    def __init__(self, tokenizer: ChatTokenizer, stop_tokens: Sequence[str] = QWEN3_STOP_TOKENS):
+    def __init__(self, tokenizer: ChatTokenizer, stop_tokens: Sequence[str] = QWEN3_STOP_TOKENS,
+                 eos_token_ids: Sequence[int] = ()):
+        """`eos_token_ids`: ids the engine also ends on (a generation config's EOS)."""
         self.tokenizer = tokenizer
         self.stop_token_ids = _known_ids(tokenizer, stop_tokens)
+        eos = tokenizer.eos_token_id
+        self.end_ids = {*self.stop_token_ids, *eos_token_ids,
+                        *([eos] if isinstance(eos, int) else [])}
         self._feedback_head, self._feedback_tail = self._feedback_frame()
 
     def first_turn(self, user_text: str) -> Prompt:
@@ -60,9 +68,13 @@ class ChatFormat:
         return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
     def strip_stop(self, token_ids: Sequence[int]) -> tuple[list[int], bool]:
-        """Drop a trailing stop token; say whether there was one."""
+        """Drop a trailing stop or end-of-sequence token; say whether there was one.
+
+        The next turn's frame closes the reply itself, and an EOS left in the carried ids
+        (`<|endoftext|>` before `<|im_end|>`) is text the model never saw in training.
+        """
         ids = list(token_ids)
-        if ids and ids[-1] in self.stop_token_ids:
+        if ids and ids[-1] in self.end_ids:
             return ids[:-1], True
         return ids, False
 

@@ -16,6 +16,10 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 8192
+    """Per turn, cut to the room the context has left (KernelGYM: min(8192, room))."""
+    max_model_len: int | None = None
+    """Context a conversation may fill, prompt and new tokens (Dr.Kernel's evaluation:
+    28672); None: the model's own. A turn whose prompt leaves no room ends the episode."""
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -25,6 +29,8 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -77,10 +77,13 @@ class Finished:
     partial: bool
     stop_reason: str
     """One of: max_turns, target_speedup, no_improvement, wall_time, token_budget, deadline,
-    context_length (the conversation outgrew the model's context)."""
+    context_length (the conversation outgrew the model's context), backend_error (the
+    backend failed after the first turn; `error` says how)."""
     elapsed_s: float = 0.0
     prompt: str = ""
     """The first user message."""
+    error: str = ""
+    """The backend failure that ended the session, when `stop_reason` is backend_error."""
 
 
 Event = TurnStarted | Generated | Evaluated | BestUpdated | Finished

@@ -6,15 +6,16 @@ import functools
 import json
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
 
 from evaluator import EvalResult
 from refine.config import FeedbackFormat
+from refine.kernelgym import kernelgym_state
 
 FORMAT_ERROR = "format_error"
 NO_CODE_BLOCK = (
-    "No ```python code block was found in the response, so nothing was evaluated. "
-    "Put the complete implementation in one ```python code block."
+    "No `class ModelNew` was found in the response's last code block (or, without one, in "
+    "the response), so nothing was evaluated. Put the complete implementation, with all "
+    "imports, in one ```python code block."
 )
 MAX_ERROR_CHARS = 4000
 MAX_TRACEBACK_LINES = 30
@@ -22,17 +23,12 @@ TOP_KERNELS = 5
 
 
 def render_feedback(result: EvalResult | None, reward: float, fmt: FeedbackFormat) -> str:
-    """`result` is None when the response had no code block (a format error)."""
+    """`result` is None when the response had no usable `ModelNew` (a format error)."""
     return _RENDERERS[fmt](result, reward)
 
 
 def _kernelgym(result: EvalResult | None, reward: float) -> str:
-    state: dict[str, Any]
-    if result is None:
-        state = {"status": FORMAT_ERROR, "compiled": False, "correct": False,
-                 "error": NO_CODE_BLOCK, "reward": reward}
-    else:
-        state = result.to_dict() | {"reward": reward}
+    state = kernelgym_state(result, reward)
     return _kernelgym_template().replace("{feedback}",
                                          json.dumps(state, indent=2, ensure_ascii=False))
 
@@ -93,11 +89,28 @@ def _kernel_lines(result: EvalResult) -> list[str]:
     if result.profile.torch_compute_ops:
         ops = ", ".join(result.profile.torch_compute_ops)
         lines.append(f"  PyTorch compute ops still run: {ops}")
+        if result.profile.work_share_source == "estimate":
+            lines.append(f"  Triton share of the work (estimate): "
+                         f"{result.profile.triton_work_share:.0%}; move the rest into Triton")
+    lines += _compiled_lines(result)
     return ["Top kernels:", *lines] if lines else []
 
 
+def _compiled_lines(result: EvalResult) -> list[str]:
+    """What the GPU compiler reported for each kernel (cpu judging compiles them too)."""
+    lines = []
+    for k in result.profile.compiled[:TOP_KERNELS]:
+        regs = "registers unknown" if k.registers is None else f"{k.registers} registers"
+        spills = "" if not k.spill_bytes else f", {k.spill_bytes} B spilled"
+        lines.append(f"  {k.name} on {result.profile.compile_target}: {regs}{spills}, "
+                     f"{k.shared_bytes} B shared memory, {k.num_warps} warps")
+    return lines
+
+
 def _hack_lines(result: EvalResult) -> list[str]:
-    return [f"Rejected ({h.kind}): {h.evidence}" for h in result.hacks]
+    return [f"Rejected ({h.kind}): {h.evidence}" for h in result.hacks] + [
+        f"Noted ({h.kind}, not failing under the {result.policy} policy): {h.evidence}"
+        for h in result.findings]
 
 
 _RENDERERS: dict[str, Callable[[EvalResult | None, float], str]] = {

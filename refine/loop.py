@@ -7,13 +7,14 @@ The loop only sequences the pure steps (`build_prompt`, `extract_code`, `render_
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from evaluator import EvalResult, Problem, RewardConfig, extract_code, reward
-from refine.backends.protocol import Backend, PromptTooLong
+from evaluator import EvalResult, Problem, RewardConfig, reward
+from refine.backends.protocol import Backend, BackendError, PromptTooLong
 from refine.best import is_better, pick_context
 from refine.chat import ChatFormat, Prompt
 from refine.config import LoopConfig
@@ -27,6 +28,7 @@ from refine.events import (
     TurnStarted,
     Usage,
 )
+from refine.extraction import extract_code
 from refine.feedback import render_feedback
 from refine.prompts import build_prompt, load_template
 from refine.window import select_window
@@ -50,13 +52,16 @@ class Loop:
         self.chat = ChatFormat(backend.tokenizer)
         self.template = load_template(self.config.prompt_template)
 
-    async def run(self, problem: Problem, deadline: float | None = None
-                  ) -> AsyncGenerator[Event, None]:
-        """Events of one session; `deadline` is a `time.monotonic()` instant.
+    async def run(self, problem: Problem, deadline: float | None = None,
+                  prompt: str | None = None) -> AsyncGenerator[Event, None]:
+        """Events of one session; `deadline` is a `time.monotonic()` instant; `prompt` is
+        the first user message verbatim (a data set's), instead of the template's.
 
-        Cancelling the consumer cancels generation and evaluation in flight, then re-raises.
+        A backend failure on the first turn raises; after it, the session ends `partial`
+        with stop reason `backend_error` and keeps its best candidate. Cancelling the
+        consumer cancels generation and evaluation in flight, then re-raises.
         """
-        async for event in _Run(self, problem, deadline).events():
+        async for event in _Run(self, problem, deadline, prompt).events():
             yield event
 
 
@@ -67,6 +72,9 @@ class _Step:
     turn: Turn
     response_ids: list[int]
     feedback_ids: list[int]
+    rank: float
+    """The turn's reward without the coverage term, which ranks STTS windows (Dr.Kernel's
+    evaluation turns the profiling reward off)."""
 
 
 class _OutOfTime(Exception):
@@ -74,7 +82,8 @@ class _OutOfTime(Exception):
 
 
 class _Run:
-    def __init__(self, loop: Loop, problem: Problem, deadline: float | None):
+    def __init__(self, loop: Loop, problem: Problem, deadline: float | None,
+                 prompt: str | None):
         self.loop = loop
         self.config = loop.config
         self.problem = problem
@@ -84,7 +93,12 @@ class _Run:
             (self.started + self.config.max_wall_s if self.config.max_wall_s is not None else None,
              "wall_time"),
         ) if at is not None]
-        self.first = loop.chat.first_turn(build_prompt(problem, loop.template))
+        self.first = loop.chat.first_turn(
+            prompt if prompt is not None else build_prompt(problem, loop.template))
+        self.rank_config = dataclasses.replace(loop.reward_config, coverage_reward=False)
+        self.iteration = 1
+        self.iteration_turns = 0
+        self.error = ""
         self.turns: list[Turn] = []
         self.steps: list[_Step] = []
         self.best: Turn | None = None
@@ -93,39 +107,60 @@ class _Run:
 
     async def events(self) -> AsyncIterator[Event]:
         turn_no, stop_reason = 1, "max_turns"
-        while (iteration := self._iteration(turn_no)) is not None:
+        while self._next_iteration():
             if reason := self._out_of_time() or self._over_budget():
                 stop_reason = reason
                 break
-            yield TurnStarted(turn_no, iteration, self.config.samples_per_turn)
+            yield TurnStarted(turn_no, self.iteration, self.config.samples_per_turn)
             try:
-                async for event in self._turn(turn_no, self._context(iteration)):
+                async for event in self._turn(turn_no, self._context(self.iteration)):
                     yield event
             except _OutOfTime:
                 stop_reason = self._out_of_time() or "deadline"
                 break
             except PromptTooLong:
+                if self._window_shrinks():
+                    self.iteration, self.iteration_turns = self.iteration + 1, 0
+                    continue
                 stop_reason = "context_length"
                 break
+            except BackendError as exc:
+                if not self.turns:
+                    raise
+                stop_reason, self.error = "backend_error", f"{type(exc).__name__}: {exc}"
+                break
+            self.iteration_turns += 1
             if reason := self._stop_after_turn():
                 stop_reason = reason
                 break
             turn_no += 1
         yield self._finished(stop_reason)
 
-    def _iteration(self, turn_no: int) -> int | None:
-        """Which iteration `turn_no` belongs to; None once the policy has no more turns."""
+    def _next_iteration(self) -> bool:
+        """Moves to the iteration the next turn belongs to; False once the policy has no
+        more turns. Window mode: a first episode, then iterations of one turn each."""
         cfg = self.config
         if cfg.history == "all":
-            return 1 if turn_no <= cfg.max_turns else None
-        iteration = max(1, turn_no - cfg.episode_turns + 1)
-        return iteration if iteration <= cfg.iterations else None
+            return self.iteration_turns < cfg.max_turns
+        if self.iteration_turns >= (cfg.episode_turns if self.iteration == 1 else 1):
+            self.iteration, self.iteration_turns = self.iteration + 1, 0
+        return self.iteration <= cfg.iterations
+
+    def _window_shrinks(self) -> bool:
+        """After a prompt too long for the context, may the next iteration go on from the
+        best window? Upstream ends only the iteration ("Prompt Overlong"). Only the first
+        episode's context holds more turns than the window; a later iteration's context is
+        the window itself, and the next would start from the very same turns and overflow
+        again, so the session ends instead."""
+        cfg = self.config
+        return (cfg.history == "window" and self.iteration == 1 < cfg.iterations
+                and len(self.steps) > cfg.window_turns)
 
     def _context(self, iteration: int) -> Prompt:
         if iteration == 1:
             steps = self.steps
         else:
-            window = select_window([s.turn.reward for s in self.steps], self.config.window_turns)
+            window = select_window([s.rank for s in self.steps], self.config.window_turns)
             steps = [self.steps[i] for i in window]
         prompt = self.first
         for step in steps:
@@ -185,7 +220,8 @@ class _Run:
                     render_feedback(result, score, self.config.feedback_format))
         self.turns.append(turn)
         queue.put_nowait(Evaluated(turn))
-        return _Step(turn, generation.token_ids, loop.chat.feedback_ids(turn.feedback))
+        rank = reward(result, self.rank_config) if result is not None else 0.0
+        return _Step(turn, generation.token_ids, loop.chat.feedback_ids(turn.feedback), rank)
 
     def _stop_after_turn(self) -> str | None:
         turn = self.steps[-1].turn.turn
@@ -220,8 +256,9 @@ class _Run:
             best=self.best,
             turns=sorted(self.turns, key=lambda t: (t.turn, t.sample)),
             usage=self.usage,
-            partial=stop_reason in ("deadline", "wall_time"),
+            partial=stop_reason in ("deadline", "wall_time", "backend_error"),
             stop_reason=stop_reason,
             elapsed_s=time.monotonic() - self.started,
             prompt=self.first.messages[0]["content"],
+            error=self.error,
         )

@@ -36,6 +36,7 @@ def transcript(finished: Finished, config: LoopConfig, **meta: Any) -> dict[str,
         "best": {"turn": best.turn, "sample": best.sample} if best else None,
         "stop_reason": finished.stop_reason,
         "partial": finished.partial,
+        "error": finished.error,
         "usage": dataclasses.asdict(finished.usage),
         "elapsed_s": finished.elapsed_s,
     }

@@ -69,6 +69,7 @@ class DrKernelServer:
         self.metrics_port: int | None = None
         self._stop_metrics: Callable[[], None] | None = None
         self._watch: asyncio.Task[None] | None = None
+        self.info = self._info()
 
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -86,8 +87,33 @@ class DrKernelServer:
                                self.evaluator.device)
         metrics.track_queue_depth(lambda: self.evaluator.queue_depth)
         await self.evaluator.start()
+        refused = self._check_sandbox()
+        if refused:
+            await self.server.stop(0)
+            raise RuntimeError(refused)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._watch = asyncio.create_task(self._watch_health())
+
+    def _check_sandbox(self) -> str:
+        """Report the evaluator's boundary; why serving is refused, if it is (no layer at all
+        and no --insecure-sandbox)."""
+        boundary = getattr(self.evaluator, "boundary", None)
+        if boundary is None:
+            return ""
+        insecure = not boundary.kernel_layers
+        self.info.sandbox.CopyFrom(pb.SandboxInfo(
+            confined=boundary.confined, layers=list(boundary.kernel_layers),
+            memory_limit=boundary.memory_limit, report_auth=boundary.report_auth,
+            insecure=insecure, notes=list(boundary.notes)))
+        (log.info if boundary.confined else log.warning)(
+            "sandbox", confined=boundary.confined, layers=list(boundary.kernel_layers),
+            memory_limit=boundary.memory_limit, report_auth=boundary.report_auth,
+            notes=list(boundary.notes), insecure_sandbox=self.config.insecure_sandbox)
+        if insecure and not self.config.insecure_sandbox:
+            return ("no kernel sandbox is available on this host "
+                    f"({'; '.join(boundary.notes) or 'no layer works'}): refusing untrusted "
+                    "sources; start with --insecure-sandbox to serve anyway")
+        return ""
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain: health turns NOT_SERVING, new work is refused, running work gets `grace_s`.
@@ -144,7 +170,7 @@ class DrKernelServer:
         return KernelOptimizerService(
             backend=self.backend, evaluator=self.evaluator, admission=self.admission,
             loop_config=c.loop, eval_config=c.evaluator, reward_config=c.reward,
-            deadline_margin_s=c.deadline_margin_s, info=self._info())
+            deadline_margin_s=c.deadline_margin_s, info=self.info)
 
     def _info(self) -> pb.ServerInfo:
         c = self.config

@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("eval", "optimize", "serve", "client", "batch")
+COMMANDS = ("eval", "optimize", "serve", "client", "batch", "extract", "apply")
 """Each names `server.commands.<name>`, which defines `add_parser(subparsers)` and `run(args)`."""
 
 

@@ -4,6 +4,9 @@
         for event in client.optimize(reference, policy={"max_turns": 3}, timeout_s=600):
             if event.HasField("finished"):
                 print(event.finished.best.code)
+        # or a class of the user's own code, which the server writes out as the problem:
+        module = module_request(Path("model.py"), "RMSNorm", inputs="[[8, 64]]", init="[64]")
+        events = client.optimize("", module=module)
 
 Settings are protos or plain dicts of their fields (`policy`, `sampling`, `evaluator`).
 Errors are `grpc.RpcError`s with the server's status code and message.
@@ -69,9 +72,19 @@ class Connection:
 
 def optimize_request(reference: str, *, name: str = "", policy: Settings = None,
                      sampling: Settings = None, evaluator: Settings = None,
-                     request_id: str = "") -> pb.OptimizeRequest:
+                     request_id: str = "", module: Settings = None) -> pb.OptimizeRequest:
+    """`module` (with an empty `reference`): a `ModuleRequest` or its fields, see
+    `module_request`."""
     return pb.OptimizeRequest(reference=reference, name=name, policy=policy, sampling=sampling,
-                              evaluator=evaluator, request_id=request_id)
+                              evaluator=evaluator, request_id=request_id, module=module)
+
+
+def module_request(path: Path, class_name: str, inputs: str, init: str = ""
+                   ) -> pb.ModuleRequest:
+    """A class in a file of the user's own code; `inputs` and `init` are JSON (see the
+    proto), or `inputs` names a function in the file returning the inputs."""
+    return pb.ModuleRequest(source=path.read_text(encoding="utf-8"), class_name=class_name,
+                            init_json=init, inputs_json=inputs, file_name=path.name)
 
 
 def evaluate_request(reference: str, candidate: str, *, name: str = "",

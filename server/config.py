@@ -90,6 +90,9 @@ class ServerConfig(_Section):
     tls: TLSConfig = TLSConfig()
     workers: int = Field(2, ge=1)
     """Evaluator worker processes."""
+    insecure_sandbox: bool = False
+    """Accept untrusted sources even where the host allows no kernel confinement of the
+    evaluator's children (no namespaces, no seccomp): only for trusted users."""
     evaluator_gpus: list[str] = []
     """GPUs that time kernels, assigned to workers in turn; keep them off the model's GPUs."""
     max_sessions: int = Field(64, ge=1)

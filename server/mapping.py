@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from evaluator.result import (
+    CompiledKernel,
     ErrorInfo,
     EvalResult,
     Hack,
     HackKind,
     KernelRow,
+    OpWork,
     Profile,
     Status,
     TimingStats,
@@ -31,7 +33,7 @@ _HACK_TO_PB = {kind: rpb.HackKind.Value(f"HACK_KIND_{kind.name}") for kind in Ha
 _HACK_FROM_PB = {v: k for k, v in _HACK_TO_PB.items()}
 _OPTIONAL_FLOATS = ("max_abs_diff", "mean_abs_diff", "ref_ms", "kernel_ms", "speedup")
 _PLAIN = ("compiled", "correct", "trials_passed", "trials_total", "speedup_note", "device",
-          "reward", "evaluator_version", "elapsed_s")
+          "reward", "evaluator_version", "elapsed_s", "policy")
 
 
 def result_to_proto(result: EvalResult) -> rpb.EvalResult:
@@ -44,10 +46,12 @@ def result_to_proto(result: EvalResult) -> rpb.EvalResult:
     if result.error is not None:
         message.error.CopyFrom(rpb.ErrorInfo(type=result.error.type, message=result.error.message,
                                              traceback=result.error.traceback))
-    message.hacks.extend(
-        rpb.Hack(kind=_HACK_TO_PB[h.kind], evidence=h.evidence, static=h.static)
-        for h in result.hacks
-    )
+    for name in ("hacks", "findings"):
+        getattr(message, name).extend(
+            rpb.Hack(kind=_HACK_TO_PB[h.kind], evidence=h.evidence, static=h.static)
+            for h in getattr(result, name))
+    if result.trial_seed is not None:
+        message.trial_seed = result.trial_seed
     for name in ("ref_timing", "kernel_timing"):
         timing: TimingStats | None = getattr(result, name)
         if timing is not None:
@@ -60,9 +64,19 @@ def _profile(profile: Profile) -> rpb.Profile:
         kernels=[rpb.KernelRow(**vars(row)) for row in profile.kernels],
         triton_launches=profile.triton_launches,
         torch_compute_ops=profile.torch_compute_ops,
+        torch_work=[rpb.OpWork(op=w.op, share=w.share) for w in profile.torch_work],
+        work_share_source=profile.work_share_source,
+        compile_target=profile.compile_target,
     )
-    if profile.triton_time_coverage is not None:
-        message.triton_time_coverage = profile.triton_time_coverage
+    for kernel in profile.compiled:
+        row = message.compiled.add(name=kernel.name, shared_bytes=kernel.shared_bytes,
+                                   num_warps=kernel.num_warps)
+        for name in ("registers", "spill_bytes"):
+            if getattr(kernel, name) is not None:
+                setattr(row, name, getattr(kernel, name))
+    for name in ("triton_time_coverage", "triton_work_share"):
+        if getattr(profile, name) is not None:
+            setattr(message, name, getattr(profile, name))
     return message
 
 
@@ -75,7 +89,9 @@ def result_from_proto(message: rpb.EvalResult) -> EvalResult:
     if message.HasField("error"):
         result.error = ErrorInfo(message.error.type, message.error.message,
                                  message.error.traceback)
-    result.hacks = [Hack(_HACK_FROM_PB[h.kind], h.evidence, h.static) for h in message.hacks]
+    for name in ("hacks", "findings"):
+        setattr(result, name, [Hack(_HACK_FROM_PB[h.kind], h.evidence, h.static)
+                               for h in getattr(message, name)])
     for name in ("ref_timing", "kernel_timing"):
         if message.HasField(name):
             t = getattr(message, name)
@@ -88,7 +104,15 @@ def result_from_proto(message: rpb.EvalResult) -> EvalResult:
         triton_time_coverage=p.triton_time_coverage if p.HasField("triton_time_coverage")
         else None,
         torch_compute_ops=list(p.torch_compute_ops),
+        torch_work=[OpWork(w.op, w.share) for w in p.torch_work],
+        triton_work_share=p.triton_work_share if p.HasField("triton_work_share") else None,
+        work_share_source=p.work_share_source,
+        compiled=[CompiledKernel(k.name, k.registers if k.HasField("registers") else None,
+                                 k.spill_bytes if k.HasField("spill_bytes") else None,
+                                 k.shared_bytes, k.num_warps) for k in p.compiled],
+        compile_target=p.compile_target,
     )
+    result.trial_seed = message.trial_seed if message.HasField("trial_seed") else None
     return result
 
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 from typing import Any
 
 from evaluator.config import EvalConfig, Problem
 from protos.drkernel.v1 import optimizer_pb2 as pb
 from refine.config import LoopConfig
 from server.errors import InvalidRequest
+from server.models.module_request import ModuleSpec
 
 MAX_TURNS = 100
 MAX_SAMPLES_PER_TURN = 64
 MAX_TRIALS = 1000
 MAX_NAME_CHARS = 200
+MAX_JSON_CHARS = 100_000
 _REFERENCE_NAMES = ("Model", "get_inputs", "get_init_inputs")
 _HISTORY = {pb.HISTORY_ALL: "all", pb.HISTORY_WINDOW: "window"}
 _FEEDBACK = {pb.FEEDBACK_FORMAT_KERNELGYM: "kernelgym", pb.FEEDBACK_FORMAT_CONCISE: "concise"}
@@ -29,6 +32,34 @@ def problem(reference: str, name: str, max_source_bytes: int, field: str = "refe
     if len(name) > MAX_NAME_CHARS:
         raise InvalidRequest(f"name is longer than {MAX_NAME_CHARS} characters")
     return Problem(reference, name or "problem")
+
+
+def module_spec(request: pb.OptimizeRequest, max_source_bytes: int) -> ModuleSpec | None:
+    """A module request's fields checked, or None for a KernelBench reference."""
+    if not request.HasField("module"):
+        return None
+    if request.reference:
+        raise InvalidRequest("give either reference or module, not both")
+    module = request.module
+    check_source(module.source, max_source_bytes, "module.source")
+    _top_level_names(module.source, "module.source")
+    if not module.class_name.isidentifier():
+        raise InvalidRequest(f"module.class_name {module.class_name!r} is not a Python name")
+    for field in ("init_json", "inputs_json"):
+        text = getattr(module, field)
+        if len(text) > MAX_JSON_CHARS:
+            raise InvalidRequest(f"module.{field} is over {MAX_JSON_CHARS} characters")
+        if text.strip() and not (field == "inputs_json" and text.strip().isidentifier()):
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InvalidRequest(f"module.{field} is not JSON: {exc}") from None
+    if not module.inputs_json.strip():
+        raise InvalidRequest("module.inputs_json is empty: give the forward's input shapes")
+    if len(module.file_name) > MAX_NAME_CHARS:
+        raise InvalidRequest(f"module.file_name is longer than {MAX_NAME_CHARS} characters")
+    return ModuleSpec(module.source, module.class_name, module.init_json, module.inputs_json,
+                      module.file_name or "module.py")
 
 
 def check_source(source: str, max_source_bytes: int, field: str) -> None:

@@ -22,8 +22,9 @@ from refine.loop import Loop
 from server import metrics, requests
 from server.admission import Admission
 from server.boundary import deadline_passed
-from server.errors import InvalidRequest, NoCandidate
+from server.errors import InvalidRequest, NoCandidate, Unavailable
 from server.mapping import event_to_proto, result_to_proto, turn_status
+from server.models.module_request import BuildError, BuildLimits, ModuleSpec, build_problem
 
 log = structlog.get_logger("drkernel.session")
 T = TypeVar("T")
@@ -71,13 +72,19 @@ class KernelOptimizerService(pb_grpc.KernelOptimizerServicer):
         if self.backend.dead:
             raise BackendDead(f"the {self.backend.name} backend is dead; retry on another "
                               "replica")
-        problem = requests.problem(request.reference, request.name, self.max_source_bytes)
+        module = requests.module_spec(request, self.max_source_bytes)
+        problem = None if module else requests.problem(request.reference, request.name,
+                                                        self.max_source_bytes)
         loop = self._loop(requests.loop_config(request, self.loop_config),
                           requests.eval_config(request.evaluator, self.eval_config))
         deadline = self._deadline(context)
         with self.admission.session():
             outcome = "failed"
             try:
+                if module is not None:
+                    problem, built = await self._module_problem(module, request.name)
+                    yield pb.OptimizeEvent(problem_built=built)
+                assert problem is not None
                 async for event in loop.run(problem, deadline):
                     _record(event)
                     if isinstance(event, Finished):
@@ -86,11 +93,31 @@ class KernelOptimizerService(pb_grpc.KernelOptimizerServicer):
                             raise NoCandidate("the deadline passed before any candidate")
                         outcome = "partial" if event.partial else "completed"
                     yield event_to_proto(event)
+                    if isinstance(event, Finished) and event.stop_reason == "backend_error":
+                        # The best so far went out in the Finished event; the status says
+                        # why the session could not run its course.
+                        raise Unavailable(f"the {self.backend.name} backend failed after "
+                                          f"{len(event.turns)} turns: {event.error}")
             except asyncio.CancelledError:
                 outcome = "deadline" if deadline_passed(context) else "cancelled"
                 raise
             finally:
                 metrics.SESSIONS.labels(outcome).inc()
+
+    async def _module_problem(self, module: ModuleSpec, name: str
+                              ) -> tuple[Problem, pb.ProblemBuilt]:
+        """The problem a module request stands for, written in the sandbox."""
+        cfg = self.eval_config
+        limits = BuildLimits(cfg.timeout_s, cfg.memory_mb, cfg.max_processes,
+                             cfg.max_output_bytes)
+        try:
+            built = await build_problem(module, limits)
+        except BuildError as exc:
+            raise InvalidRequest(f"module {module.class_name}: {exc}") from None
+        problem = requests.problem(built.reference, name or module.class_name,
+                                   self.max_source_bytes, field="the module's problem")
+        return problem, pb.ProblemBuilt(reference=built.reference, how=built.how,
+                                        note=built.note)
 
     async def Evaluate(self, request: pb.EvaluateRequest, context: grpc.aio.ServicerContext
                        ) -> pb.EvaluateResponse:

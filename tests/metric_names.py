@@ -37,7 +37,7 @@ OWN_FAMILIES = (
     Family("drkernel_build_info", "gauge",
            {"version": None, "model": None, "backend": None, "device": None}),
     Family("drkernel_sessions_total", "counter",
-           {"outcome": _values("completed", "partial", "cancelled", "failed")}),
+           {"outcome": _values("completed", "partial", "cancelled", "deadline", "failed")}),
     Family("drkernel_sessions_in_flight", "gauge"),
     Family("drkernel_turns_total", "counter", {"status": EVAL_STATUSES | {"format_error"}}),
     Family("drkernel_phase_duration_seconds", "histogram",

@@ -55,4 +55,4 @@ async def test_batch_on_a_local_ray_cluster(tmp_path: Path, tiny_model_dir: Path
                         "relu/reference": ("solved", 2, None)}
     assert used == 3, "the budget actor counted every turn"
     assert (tmp_path / "kernels/relu__reference.py").read_text() == source("relu/solution.py")
-    assert "fast_p by turn" in (tmp_path / "report.html").read_text()
+    assert "correct kernel by turn" in (tmp_path / "report.html").read_text()

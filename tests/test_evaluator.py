@@ -140,16 +140,27 @@ def test_cli_usage_errors_exit_non_zero() -> None:
 
 
 def _leftovers(workers: set[int]) -> list[int]:
-    """Processes forked (directly or not) from these workers that are still alive."""
-    found = []
+    """Processes forked (directly or not) from these workers that are still alive: their
+    descendants, and forks of a worker that host init adopted. Other workers on the same
+    machine (their children run in sessions of their own) are not counted."""
+    parents, orphans = {}, []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        ppid, sid = int(fields[1]), int(fields[3])
-        forked = sid != int(entry) or ppid in workers
-        if b"evaluator.worker" in cmdline and int(entry) not in workers and forked:
-            found.append(int(entry))
+        if b"evaluator.worker" not in cmdline or fields[0] == "Z":
+            continue
+        pid, ppid, sid = int(entry), int(fields[1]), int(fields[3])
+        parents[pid] = ppid
+        if ppid == 1 and sid != pid:
+            orphans.append(pid)
+    found = orphans
+    for pid in parents:
+        ancestor = parents[pid]
+        while ancestor in parents and ancestor not in workers:
+            ancestor = parents[ancestor]
+        if ancestor in workers and pid not in workers:
+            found.append(pid)
     return found

@@ -35,8 +35,9 @@ def test_adversarial_candidate_is_caught(judge: Judge, path: Path) -> None:
         pytest.skip("shows only in the cuda timing phase; its checks are in test_judge_perf")
     expected = header(path, "expect")
     result = judge.run(path)
-    if expected == "incorrect":
-        assert result.status is Status.INCORRECT, (result.status, result.hacks)
+    if expected in ("incorrect", "compile_error"):  # not a hack: wrong, or no GPU compiles it
+        assert result.status is Status(expected), (result.status, result.hacks, result.error)
+        assert result.reward == 0.0 and not result.correct
         return
     kinds = {h.kind.value for h in result.hacks}
     assert result.status is Status.HACKED, (result.status, result.error)

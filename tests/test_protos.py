@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from evaluator.result import (
+    CompiledKernel,
     ErrorInfo,
     EvalResult,
     Hack,
@@ -54,8 +55,11 @@ def full_result() -> EvalResult:
         kernel_timing=dataclasses.replace(timing, mean_ms=0.7), device="cuda",
         profile=Profile(kernels=[KernelRow("relu_kernel", 12.5, 3, own=True)],
                         triton_launches=["relu_kernel"], triton_time_coverage=0.75,
-                        torch_compute_ops=["aten.addmm"]),
-        reward=0.0, evaluator_version="9.9", elapsed_s=4.25)
+                        torch_compute_ops=["aten.addmm"],
+                        compiled=[CompiledKernel("relu_kernel", 12, 0, 0, 4),
+                                  CompiledKernel("no_ptxas", None, None, 1024, 8)],
+                        compile_target="cuda sm_90"),
+        trial_seed=123456789, reward=0.0, evaluator_version="9.9", elapsed_s=4.25)
 
 
 def test_eval_result_round_trips_every_field() -> None:

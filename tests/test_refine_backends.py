@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -87,7 +89,7 @@ async def test_transformers_backend_drives_turns_end_to_end(tiny_model_dir: Path
     assert all(g.code is None for g in generated)
     turns = [e.turn for e in events if isinstance(e, Evaluated)]
     assert all(t.format_error and t.reward == 0.0 for t in turns)
-    assert '"status": "format_error"' in backend.calls[1][0].messages[-1]["content"]
+    assert "missing class ModelNew" in backend.calls[1][0].messages[-1]["content"]
     assert_prefix_property(backend.calls)
     finished = events[-1]
     assert isinstance(finished, Finished) and finished.best is None
@@ -108,32 +110,93 @@ async def test_transformers_backend_stops_on_stop_token(tiny_model_dir: Path, to
     assert generation.token_ids == [] and generation.usage.generated_tokens == 1
 
 
-class StandInEngine:
-    """The slice of vLLM's AsyncLLM the backend uses, with a block-free prefix cache."""
+class VLLMError(Exception):
+    """vLLM 0.33's error hierarchy (vllm/exceptions.py, vllm/v1/engine/exceptions.py)."""
 
-    def __init__(self, replies: list[list[int]], hang: bool = False, dies: bool = False):
+
+class VLLMClientError(VLLMError):
+    pass
+
+
+class VLLMValidationError(VLLMClientError):
+    pass
+
+
+class VLLMServerError(VLLMError):
+    pass
+
+
+class EngineGenerateError(VLLMServerError):
+    pass
+
+
+class EngineDeadError(VLLMServerError):
+    def __init__(self) -> None:
+        super().__init__("EngineCore encountered an issue. See stack trace (above) for the "
+                         "root cause.")
+
+
+def tokens_input(token_ids: list[int]) -> dict[str, Any]:
+    """`vllm.inputs.tokens_input`."""
+    return {"type": "token", "prompt_token_ids": token_ids}
+
+
+class StandInEngine:
+    """The slice of vLLM 0.33's AsyncLLM the backend uses, with a block-free prefix cache.
+
+    As the real one: token inputs carry `"type": "token"` (a raw dict takes the deprecated
+    path, counted here); a prompt that fills `max_model_len` is a VLLMValidationError; a
+    failure inside a request is an EngineGenerateError, a dead core an EngineDeadError with
+    `errored` set; cancelling `generate` aborts the request itself; the token it stopped on
+    stays in `token_ids` (`stop_reason` its id, None for an EOS).
+    """
+
+    def __init__(self, replies: list[list[int]], hang: bool = False, dies: bool = False,
+                 fails: bool = False, stop_ids: tuple[int, ...] = (), max_model_len: int = 1 << 20,
+                 tokenizer: Any = None):
         self.replies = replies
         self.hang = hang
         self.dies = dies
+        self.fails = fails
+        self.stop_ids = stop_ids
         self.errored = False
+        self.model_config = SimpleNamespace(max_model_len=max_model_len)
+        self.tokenizer = tokenizer
         self.requests: list[tuple[dict[str, Any], dict[str, Any], str]] = []
+        self.raw_prompts = 0
         self.aborted: list[str] = []
         self.seen: list[list[int]] = []
+
+    def get_tokenizer(self) -> Any:
+        return self.tokenizer
 
     async def generate(self, prompt: dict[str, Any], params: dict[str, Any],
                        request_id: str) -> AsyncIterator[Any]:
         self.requests.append((prompt, params, request_id))
-        if self.hang:
-            await asyncio.Event().wait()
+        self.raw_prompts += "type" not in prompt
+        ids = prompt["prompt_token_ids"]
+        if len(ids) >= self.model_config.max_model_len:
+            raise VLLMValidationError(
+                f"The decoder prompt (length {len(ids)}) is longer than the maximum model "
+                f"length of {self.model_config.max_model_len}. Make sure that `max_model_len` "
+                "is no smaller than the number of text tokens.")
+        try:
+            if self.hang:
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.aborted.append(request_id)
+            raise
         if self.dies:  # as AsyncLLM when its core process exits mid-request
             self.errored = True
-            raise RuntimeError("EngineCore encountered an issue")
-        ids = prompt["prompt_token_ids"]
+            raise EngineDeadError()
+        if self.fails:
+            raise EngineGenerateError() from RuntimeError("CUDA error: an illegal access")
         cached = max((_common_prefix(ids, seq) for seq in self.seen), default=0)
         output = self.replies.pop(0)
         self.seen.append(ids + output)
-        yield SimpleNamespace(num_cached_tokens=cached, outputs=[
-            SimpleNamespace(text="no code", token_ids=output, finish_reason="stop")])
+        stop_reason = output[-1] if output and output[-1] in self.stop_ids else None
+        yield SimpleNamespace(num_cached_tokens=cached, outputs=[SimpleNamespace(
+            text="no code", token_ids=output, finish_reason="stop", stop_reason=stop_reason)])
 
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
@@ -151,8 +214,8 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 def vllm_backend(engine: StandInEngine, tokenizer: Any,
                  max_model_len: int | None = None) -> VLLMBackend:
-    return VLLMBackend(engine, tokenizer, make_params=dict, request_prefix="t",
-                       max_model_len=max_model_len)
+    return VLLMBackend(engine, tokenizer, make_params=dict, make_prompt=tokens_input,
+                       request_prefix="t", max_model_len=max_model_len)
 
 
 async def test_vllm_request_has_token_prompt_and_chatml_stops(tokenizer) -> None:
@@ -162,8 +225,10 @@ async def test_vllm_request_has_token_prompt_and_chatml_stops(tokenizer) -> None
     generation = await backend.generate(Prompt([1, 2, 3]), SamplingConfig())
     await backend.generate(Prompt([1, 2, 3, 7, 8, 4]), SamplingConfig())
     prompt, params, _ = engine.requests[0]
-    assert prompt == {"prompt_token_ids": [1, 2, 3]}
-    assert params["stop_token_ids"] == [im_end, im_start]
+    assert prompt == {"type": "token", "prompt_token_ids": [1, 2, 3]}
+    assert engine.raw_prompts == 0
+    user = tokenizer.convert_tokens_to_ids("user")
+    assert params["stop_token_ids"] == [im_end, im_start, user]
     assert (params["temperature"], params["top_p"], params["max_tokens"]) == (1.0, 0.95, 8192)
     assert [r[2] for r in engine.requests] == ["t-0", "t-1"]
     assert generation.token_ids == [7, 8] and generation.finish_reason == "stop"
@@ -208,6 +273,83 @@ async def test_a_dead_vllm_engine_is_backend_dead(tokenizer) -> None:
     assert len(engine.requests) == 1, "a dead engine is not sent another request"
 
 
+async def test_vllm_errors_become_backend_errors(tokenizer) -> None:
+    backend = vllm_backend(StandInEngine([[1]], fails=True), tokenizer)
+    with pytest.raises(BackendError, match=r"EngineGenerateError.*illegal access") as failed:
+        await backend.generate(Prompt([1]), SamplingConfig())
+    assert not isinstance(failed.value, BackendDead) and not backend.dead
+    engine = StandInEngine([[1]], max_model_len=4)
+    with pytest.raises(PromptTooLong, match="maximum model length of 4"):
+        await vllm_backend(engine, tokenizer).generate(Prompt([1, 2, 3, 4]), SamplingConfig())
+    with pytest.raises(BackendDead, match="EngineCore"):
+        await vllm_backend(StandInEngine([[1]], dies=True), tokenizer).generate(
+            Prompt([1]), SamplingConfig())
+
+
+async def test_vllm_carries_no_end_of_sequence_id(tokenizer) -> None:
+    endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    engine = StandInEngine([[7, 8, endoftext], [9, im_end]], stop_ids=(im_end,))
+    backend = vllm_backend(engine, tokenizer)
+    eos = await backend.generate(Prompt([1, 2]), SamplingConfig())
+    stop = await backend.generate(Prompt([1, 2]), SamplingConfig())
+    assert (eos.token_ids, stop.token_ids) == ([7, 8], [9])
+    assert eos.usage.generated_tokens == 3
+
+
+def test_vllm_from_model_merges_engine_args_and_uses_the_engine_tokenizer(
+        monkeypatch, tokenizer) -> None:
+    built: list[Any] = []
+
+    @dataclasses.dataclass
+    class AsyncEngineArgs:  # a keyword given twice raises TypeError, as vLLM's does
+        model: str
+        enable_prefix_caching: bool | None = None
+        max_model_len: int | None = None
+        revision: str | None = None
+
+    class AsyncLLM:
+        @staticmethod
+        def from_engine_args(args: AsyncEngineArgs) -> StandInEngine:
+            built.append(args)
+            return StandInEngine([], max_model_len=args.max_model_len or 32768,
+                                 tokenizer=tokenizer)
+
+    modules = {"vllm": SimpleNamespace(AsyncEngineArgs=AsyncEngineArgs),
+               "vllm.inputs": SimpleNamespace(tokens_input=tokens_input),
+               "vllm.v1": SimpleNamespace(), "vllm.v1.engine": SimpleNamespace(),
+               "vllm.v1.engine.async_llm": SimpleNamespace(AsyncLLM=AsyncLLM)}
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    backend = VLLMBackend.from_model("org/model", enable_prefix_caching=False,
+                                     max_model_len=2048, revision="abc")
+    assert built == [AsyncEngineArgs("org/model", False, 2048, "abc")]
+    assert backend.tokenizer is tokenizer and backend.max_model_len == 2048
+    assert VLLMBackend.from_model("org/model").engine.model_config.max_model_len == 32768
+    assert built[-1].enable_prefix_caching is True
+
+
+async def test_openai_context_overflow_is_prompt_too_long_and_keeps_token_mode(
+        tokenizer) -> None:
+    calls: list[str] = []
+
+    def vllm_like(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(400, json={"error": {"message": (
+            "This model's maximum context length is 4096 tokens. However, your prompt "
+            "contains 5000 input tokens, which exceeds this limit."), "code": 400}})
+
+    backend = OpenAIBackend("http://vllm/v1", "m", tokenizer,
+                            transport=httpx.MockTransport(vllm_like))
+    with pytest.raises(PromptTooLong, match="maximum context length is 4096"):
+        await backend.generate(Prompt([1] * 10), SamplingConfig())
+    assert backend.mode == "auto" and calls == ["/v1/completions"]
+    with pytest.raises(PromptTooLong, match="fills the 8-token context"):
+        await backend.generate(Prompt([1] * 10), SamplingConfig(max_model_len=8))
+    assert len(calls) == 1, "a prompt over the configured context is never sent"
+    await backend.close()
+
+
 async def test_openai_token_prompts_and_cached_usage(tokenizer) -> None:
     im_end, im_start = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|im_start|>"])
     bodies: list[dict[str, Any]] = []
@@ -226,7 +368,8 @@ async def test_openai_token_prompts_and_cached_usage(tokenizer) -> None:
     generation = await backend.generate(Prompt([1, 2, 3]), SamplingConfig(max_new_tokens=9))
     await backend.close()
     assert bodies[0]["prompt"] == [1, 2, 3] and bodies[0]["max_tokens"] == 9
-    assert bodies[0]["stop_token_ids"] == [im_end, im_start]
+    assert bodies[0]["stop_token_ids"] == [im_end, im_start,
+                                           tokenizer.convert_tokens_to_ids("user")]
     assert generation.token_ids == [5, 6] and generation.usage.cached_tokens == 2
     assert backend.mode == "auto"
 

@@ -33,3 +33,19 @@ def test_optimize_writes_transcript_and_reports_no_kernel(
     assert not (tmp_path / "best.py").exists()
     out = capsys.readouterr().out
     assert "turn 2" in out and "format_error" in out and "no correct kernel" in out
+
+
+def test_preset_then_flags_then_prompt_template(tmp_path: Path) -> None:
+    template = tmp_path / "first.txt"
+    template.write_text("Exactly this:\n{reference}\n")
+    args = parse([str(EXAMPLES / "relu/reference.py"), "--preset", "drkernel-stts",
+                  "--max-new-tokens", "64", "--device", "cpu",
+                  "--prompt-template", str(template)])
+    loop, reward, evaluator = optimize.settings(args)
+    assert (loop.history, loop.episode_turns, loop.window_turns, loop.iterations) == (
+        "window", 5, 4, 10)
+    assert (loop.sampling.max_new_tokens, loop.sampling.max_model_len) == (64, 28672)
+    assert loop.prompt_template == str(template) and not reward.coverage_reward
+    assert (evaluator.device, evaluator.policy) == ("cpu", "kernelgym")
+    plain, _, _ = optimize.settings(parse([str(EXAMPLES / "relu/reference.py")]))
+    assert plain == optimize.LoopConfig()

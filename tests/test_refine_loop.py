@@ -93,7 +93,8 @@ async def test_prompts_extend_previous_prompt_and_output(tokenizer, evaluator) -
     for before, after, turn in zip(backend.prompts, backend.prompts[1:], done.turns, strict=False):
         output = tokenizer.encode(turn.response, add_special_tokens=False)
         assert after.token_ids[:len(before.token_ids) + len(output)] == before.token_ids + output
-    assert '"status": "incorrect"' in backend.prompts[1].messages[-1]["content"]
+    feedback = backend.prompts[1].messages[-1]["content"]
+    assert '"status": "completed"' in feedback and '"correctness": false' in feedback
 
 
 async def test_stops_after_patience_turns_without_improvement(tokenizer, evaluator) -> None:

@@ -19,6 +19,7 @@ from refine import (
     select_window,
 )
 from refine.best import pick_context
+from refine.extraction import extract_code
 
 REFERENCE = "class Model:\n    def forward(self, x):\n        return {'x': x}\n"
 
@@ -48,8 +49,9 @@ def test_compile_error_text_reaches_both_formats() -> None:
         "CompilationError", "at 4:8: unsupported op tl.foo", "File candidate.py, line 4"))
     kernelgym = render_feedback(result, 0.0, "kernelgym")
     state = json.loads(kernelgym[kernelgym.index("{"):kernelgym.rindex("}") + 1])
-    assert state["status"] == "compile_error"
-    assert state["error"]["message"] == "at 4:8: unsupported op tl.foo"
+    assert (state["status"], state["compiled"], state["correctness"]) == ("failed", False, False)
+    assert state["error_message"] == "CompilationError: at 4:8: unsupported op tl.foo"
+    assert state["metadata"]["compilation_error"] == "File candidate.py, line 4"
     assert "ModelNew" in kernelgym
     concise = render_feedback(result, 0.0, "concise")
     assert "Status: compile_error" in concise
@@ -71,7 +73,13 @@ def test_concise_feedback_shows_numbers_kernels_and_hacks() -> None:
 
 
 def test_format_error_feedback() -> None:
-    assert '"status": "format_error"' in render_feedback(None, 0.0, "kernelgym")
+    text = render_feedback(None, 0.0, "kernelgym")
+    state = json.loads(text[text.index("{"):text.rindex("}") + 1])
+    assert state == {"reward": 0.0, "score": 0.0, "success": False, "correctness": False,
+                     "compiled": False, "speedup": 0.0,
+                     "error": "Client validation failed: missing class ModelNew",
+                     "status": "failed",
+                     "error_message": "Client validation failed: missing class ModelNew"}
     assert "Status: format_error" in render_feedback(None, 0.0, "concise")
 
 
@@ -125,7 +133,27 @@ def test_chat_turns_append_tokens(chat: ChatFormat) -> None:
 
 
 def test_chat_strips_only_a_trailing_stop_token(chat: ChatFormat) -> None:
-    im_end, im_start = chat.stop_token_ids
+    im_end, im_start, user = chat.stop_token_ids  # this vocabulary has no "assistant" token
+    assert chat.tokenizer.convert_ids_to_tokens(user) == "user"
+    assert chat.strip_stop([5, user]) == ([5], True)
     assert chat.strip_stop([5, 6, im_end]) == ([5, 6], True)
     assert chat.strip_stop([5, im_start]) == ([5], True)
     assert chat.strip_stop([im_end, 5]) == ([im_end, 5], False)
+
+
+def test_chat_strips_any_end_of_sequence_id(tiny_model_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    chat = ChatFormat(tokenizer, eos_token_ids=[endoftext])
+    assert chat.strip_stop([5, 6, endoftext]) == ([5, 6], True)
+    assert chat.strip_stop([5, tokenizer.eos_token_id]) == ([5], True)
+
+
+def test_code_extraction_as_upstream() -> None:
+    model_new = "class ModelNew(nn.Module):\n    pass"
+    assert extract_code(f"```python\nx = 1\n```\nthen\n```\n{model_new}\n```") == \
+        model_new + "\n"
+    assert extract_code(f"```cpp\n{model_new}\n```") == model_new + "\n"  # any language
+    assert extract_code(f"import torch\n{model_new}\n") == f"import torch\n{model_new}\n"
+    assert extract_code(f"```python\n{model_new}\n```\n```\nprint(1)\n```") is None
+    assert extract_code("no code here") is None

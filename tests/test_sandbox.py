@@ -9,21 +9,21 @@ import textwrap
 from typing import Any
 
 from evaluator.sandbox import Channel, Limits, spawn
-from evaluator.wire import pack, unpack
+from evaluator.wire import unpack
 from tests.judge_support import ROOT
 
 LIMITS = Limits(timeout_s=20, memory_mb=512, max_processes=64, max_file_bytes=1 << 20)
 
 
 def _report_fds(chan: Channel, job: dict[str, Any]) -> None:
-    chan.send(pack({"fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd"))}))
+    chan.report({"fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd"))})
 
 
 def test_child_keeps_only_its_own_pipes(tmp_path: Any) -> None:
     leaked = os.open(os.devnull, os.O_RDONLY)  # stands for the worker's protocol stream
     try:
         child = spawn(_report_fds, {}, LIMITS, str(tmp_path))
-        frame = child.recv()
+        frame = child.report()
         outcome = child.finish()
     finally:
         os.close(leaked)
@@ -50,7 +50,7 @@ ORPHAN = textwrap.dedent("""
     become_subreaper()
     limits = Limits(timeout_s=3, memory_mb=None, max_processes=64, max_file_bytes=1 << 20)
     child = spawn(detach, {"pidfile": sys.argv[1]}, limits, sys.argv[2])
-    child.recv()
+    child.report()
     child.finish()
     time.sleep(0.5)
     pid = int(open(sys.argv[1]).read())
@@ -89,7 +89,7 @@ def test_a_caller_that_is_not_a_subreaper_keeps_its_own_children(tmp_path: Any) 
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         child = spawn(_report_fds, {}, LIMITS, str(tmp_path))
-        child.recv()
+        child.report()
         child.finish()
         assert bystander.poll() is None
     finally:

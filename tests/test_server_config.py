@@ -15,24 +15,26 @@ from server.errors import ServiceError, status_for
 
 KEYS = [
     "host", "port", "metrics_host", "metrics_port", "auth_token", "tls.cert_file",
-    "tls.key_file", "tls.client_ca_file", "workers", "evaluator_gpus", "max_sessions",
+    "tls.key_file", "tls.client_ca_file", "workers", "insecure_sandbox", "evaluator_gpus",
+    "max_sessions",
     "max_pending_evaluations", "max_reward_items", "max_message_bytes", "drain_grace_s",
     "deadline_margin_s", "log_level", "log_json", "model.backend", "model.path",
     "model.base_url", "model.api_key", "model.device", "model.engine_args", "model.cache_dir",
     "evaluator.device", "evaluator.policy", "evaluator.correct_trials", "evaluator.perf_trials",
     "evaluator.warmup", "evaluator.atol", "evaluator.rtol", "evaluator.max_relative_error",
-    "evaluator.seed",
-    "evaluator.distributions", "evaluator.check_hacks", "evaluator.profile",
+    "evaluator.seed", "evaluator.trial_seed",
+    "evaluator.distributions", "evaluator.scale", "evaluator.check_hacks", "evaluator.profile",
     "evaluator.l2_flush", "evaluator.rerun_speedup_above", "evaluator.timeout_s",
     "evaluator.memory_mb", "evaluator.max_processes", "evaluator.max_output_bytes",
     "evaluator.max_source_bytes", "loop.max_turns", "loop.samples_per_turn", "loop.history",
     "loop.episode_turns", "loop.window_turns", "loop.iterations", "loop.feedback_format",
     "loop.target_speedup", "loop.patience_turns", "loop.max_wall_s",
     "loop.max_generated_tokens", "loop.prompt_template", "loop.sampling.temperature",
-    "loop.sampling.top_p", "loop.sampling.max_new_tokens", "loop.sampling.seed",
+    "loop.sampling.top_p", "loop.sampling.max_new_tokens", "loop.sampling.max_model_len",
+    "loop.sampling.seed",
     "reward.correct_weight", "reward.speedup_weight", "reward.speedup_cap",
     "reward.speedup_lower_bound", "reward.coverage_weight", "reward.coverage_reward",
-    "reward.failure_penalty", "reward.hack_penalty",
+    "reward.estimated_coverage", "reward.failure_penalty", "reward.hack_penalty",
 ]
 
 

@@ -23,7 +23,7 @@ from server.client import AsyncClient, Connection
 from server.config import ConfigError, load_config
 from server.errors import InvalidRequest
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+ASYNC = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -51,6 +51,7 @@ def handled(method: str, code: str) -> float:
                   grpc_service="drkernel.v1.KernelOptimizer", grpc_method=method, grpc_code=code)
 
 
+@ASYNC
 async def test_a_deadline_before_any_candidate_counts_as_deadline_not_failed(
         tokenizer, evaluator) -> None:
     backend = ScriptedBackend(tokenizer, [answer(SOLUTION)], delays_s=[30])
@@ -64,6 +65,7 @@ async def test_a_deadline_before_any_candidate_counts_as_deadline_not_failed(
         "deadline": 1, "failed": 0, "cancelled": 0}
 
 
+@ASYNC
 async def test_a_client_cancel_counts_as_cancelled_not_failed(tokenizer, evaluator) -> None:
     backend = ScriptedBackend(tokenizer, [answer(SOLUTION)], delays_s=[30])
     before = {o: sessions(o) for o in ("deadline", "failed", "cancelled")}
@@ -81,6 +83,7 @@ async def test_a_client_cancel_counts_as_cancelled_not_failed(tokenizer, evaluat
         "deadline": 0, "failed": 0, "cancelled": 1}
 
 
+@ASYNC
 async def test_an_evaluate_past_its_deadline_is_counted_as_deadline(tokenizer,
                                                                    evaluator) -> None:
     before = (handled("Evaluate", "DEADLINE_EXCEEDED"), handled("Evaluate", "CANCELLED"))
@@ -97,6 +100,7 @@ async def test_an_evaluate_past_its_deadline_is_counted_as_deadline(tokenizer,
     assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
 
 
+@ASYNC
 async def test_a_deadline_inside_the_safety_margin_says_so(tokenizer, evaluator) -> None:
     config = server_config(deadline_margin_s=5.0)
     async with running(ScriptedBackend(tokenizer, [answer(SOLUTION)]), evaluator,
@@ -108,6 +112,7 @@ async def test_a_deadline_inside_the_safety_margin_says_so(tokenizer, evaluator)
 
 
 @pytest.mark.parametrize("payload", [b"\xff\xff\xff\xff", b"\x0a\x03\xff\xfe\xfd", b""])
+@ASYNC
 async def test_without_a_token_nothing_is_parsed(tokenizer, evaluator, payload) -> None:
     config = server_config(auth_token="s3cret-token")
     async with running(ScriptedBackend(tokenizer, []), evaluator, config) as server, \

@@ -59,7 +59,7 @@ class TransformersBackend:
 
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
-        max_new_tokens = new_token_budget(len(prompt_ids), sampling.max_new_tokens,
+        max_new_tokens = new_token_budget(len(prompt_ids), sampling,
                                           self.model.config.max_position_embeddings)
         inputs = torch.tensor([prompt_ids], device=self.model.device)
         sample = sampling.temperature > 0
@@ -72,7 +72,7 @@ class TransformersBackend:
                 temperature=sampling.temperature if sample else None,
                 top_p=sampling.top_p if sample else None,
                 top_k=None,
-                eos_token_id=self._chat.stop_token_ids,
+                eos_token_id=sorted(self._chat.end_ids),
                 pad_token_id=self._chat.stop_token_ids[0],
                 stopping_criteria=StoppingCriteriaList([_Cancelled()]),
             )

@@ -25,10 +25,15 @@ class PromptTooLong(BackendError):
     """The conversation no longer leaves room for new tokens in the model's context."""
 
 
-def new_token_budget(prompt_tokens: int, max_new_tokens: int, max_model_len: int | None) -> int:
-    """`max_new_tokens`, cut to what the context has left (as KernelGYM's rollout does)."""
-    if max_model_len is None:
+def new_token_budget(prompt_tokens: int, sampling: SamplingConfig,
+                     max_model_len: int | None) -> int:
+    """`sampling.max_new_tokens`, cut to what the context has left (as KernelGYM's rollout
+    does); the context is the smaller of the model's and `sampling.max_model_len`."""
+    max_new_tokens = sampling.max_new_tokens
+    limits = [n for n in (max_model_len, sampling.max_model_len) if n is not None]
+    if not limits:
         return max_new_tokens
+    max_model_len = min(limits)
     room = max_model_len - prompt_tokens
     if room < 1:
         raise PromptTooLong(f"prompt of {prompt_tokens} tokens fills the {max_model_len}-token "

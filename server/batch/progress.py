@@ -18,6 +18,8 @@ _TOP_SPEEDUPS = 3
 
 
 class BatchProgress:
+    """A live bar (`enabled`) over a log of one line per finished problem (always)."""
+
     def __init__(self, console: Console | None = None, enabled: bool = True):
         self.console = console or Console(stderr=True)
         self.enabled = enabled
@@ -47,8 +49,7 @@ class BatchProgress:
         self.records.append(record)
         self._progress.advance(self._task)
         self._refresh()
-        if self.enabled:
-            self._progress.console.print(line(record))
+        self.console.print(line(record))
 
     def stop(self) -> None:
         self._progress.stop()

@@ -108,10 +108,11 @@ class GeneratorActor:
     """A model replica running many loops; evaluations go to the evaluator actors."""
 
     def __init__(self, make_backend: BackendFactory, loop_config: LoopConfig,
-                 evaluators: list[Any], budget: Any, target_speedup: float | None):
+                 evaluators: list[Any], budget: Any, target_speedup: float | None,
+                 reward_config: RewardConfig | None = None):
         self.backend = make_backend()
         self.solver = LocalSolver(self.backend, ActorJudge(evaluators), loop_config,
-                                  ActorGate(budget), target_speedup)
+                                  ActorGate(budget), target_speedup, reward_config)
 
     async def solve(self, problem: ProblemFile) -> Solved:
         return await self.solver(problem)
@@ -179,7 +180,8 @@ def start_actors(plan: ActorPlan, budget: TurnBudget, make_backend: BackendFacto
     budget_actor = ray.remote(BudgetActor).options(num_cpus=0).remote(budget)
     generator_cls = ray.remote(GeneratorActor).options(num_gpus=plan.generator_gpus, num_cpus=0)
     generators = [generator_cls.remote(make_backend, loop_config, evaluators, budget_actor,
-                                       target_speedup) for _ in range(plan.generators)]
+                                       target_speedup, reward_config)
+                  for _ in range(plan.generators)]
     return RayCluster(generators, evaluators, budget_actor, [0] * plan.generators)
 
 

@@ -37,6 +37,24 @@ class TurnRecord:
         return self.status == "correct"
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One candidate as the paper's metrics see it."""
+
+    correct: bool
+    speedup: float | None
+
+
+def turn_verdict(turns: list[TurnRecord], turn: int) -> Verdict | None:
+    """Turn `turn`'s candidate (its best sample: correct first, then fastest); None when
+    the problem took no such turn."""
+    samples = [t for t in turns if t.turn == turn]
+    if not samples:
+        return None
+    best = max(samples, key=lambda t: (t.correct, t.speedup or 0.0, -t.sample))
+    return Verdict(best.correct, best.speedup)
+
+
 @dataclass
 class ProblemRecord:
     name: str
@@ -52,6 +70,10 @@ class ProblemRecord:
     stop_reason: str = ""
     elapsed_s: float = 0.0
     error: str | None = None
+    single_shot: Verdict | None = None
+    """Turn 1's candidate."""
+    last_turn: Verdict | None = None
+    """The last turn's candidate (with STTS, the last iteration's)."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False)
@@ -61,7 +83,16 @@ class ProblemRecord:
         data = dict(data)
         data["turns"] = [TurnRecord(**t) for t in data.get("turns", [])]
         data["usage"] = Usage(**data.get("usage", {}))
+        for key in ("single_shot", "last_turn"):
+            if data.get(key) is not None:
+                data[key] = Verdict(**data[key])
         return cls(**data)
+
+    def with_verdicts(self) -> ProblemRecord:
+        """The record with `single_shot` and `last_turn` filled from its turns."""
+        self.single_shot = turn_verdict(self.turns, 1)
+        self.last_turn = turn_verdict(self.turns, self.turns_used)
+        return self
 
     @property
     def turns_used(self) -> int:

@@ -70,7 +70,8 @@ class RemoteSolver:
         stream = self.client.optimize(problem.source, name=problem.name, policy=self.policy)
         try:
             record, best = await run_session(problem.name, str(problem.path), _events(stream),
-                                             self.gate, self.target_speedup)
+                                             self.gate, self.target_speedup,
+                                             (*SESSION_ERRORS, grpc.RpcError))
         except (*SESSION_ERRORS, grpc.RpcError) as error:
             return error_record(problem, error)
         return record, best.code if best else None

@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.batch.metrics import paper_metrics, paper_table
 from server.batch.record import ProblemRecord
 from server.batch.svg import bar_chart, line_chart
 
@@ -31,12 +32,19 @@ def fast_p(records: list[ProblemRecord], p: float, turn: int) -> float:
 
 
 def fast_p_series(records: list[ProblemRecord]) -> tuple[list[int], dict[str, list[float]]]:
+    """The share correct by turn, and fast_p for each p where speed was measured at all."""
     last = max((r.turns_used for r in records), default=0)
     turns = list(range(1, max(last, 1) + 1))
     series = {"correct": [fast_p(records, 0, t) for t in turns]}
-    for p in FAST_P:
-        series[f"fast_{p:g}"] = [fast_p(records, p, t) for t in turns]
+    if speed_measured(records):
+        for p in FAST_P:
+            series[f"fast_{p:g}"] = [fast_p(records, p, t) for t in turns]
     return turns, series
+
+
+def speed_measured(records: list[ProblemRecord]) -> bool:
+    """Whether any turn has a speedup: on the CPU judge none has."""
+    return any(t.speedup is not None for r in records for t in r.turns)
 
 
 def render_report(records: list[ProblemRecord], settings: BatchSettings | None = None) -> str:
@@ -44,16 +52,26 @@ def render_report(records: list[ProblemRecord], settings: BatchSettings | None =
     by_speedup = sorted(records, key=lambda r: (r.best_speedup is None, -(r.best_speedup or 0)))
     outcomes = Counter(r.outcome for r in records)
     statuses = Counter(t.status for r in records for t in r.turns)
+    if speed_measured(records):
+        speed = _figure("best speedup per problem", bar_chart(
+            [r.name for r in by_speedup], [r.best_speedup for r in by_speedup],
+            "best speedup per problem", reference=1.0, unit="x"))
+        caption = "fast_p by turn"
+    else:
+        speed = _note("Speed was not measured (the CPU judge checks correctness only): no "
+                      "speedup or fast_p plots. Run the batch with a cuda evaluator for them.")
+        caption = "problems with a correct kernel by turn (speed not measured on CPU)"
     sections = [
         _summary(records, settings),
-        _figure("fast_p by turn", line_chart(turns, series, "fast_p by turn", "problems")),
-        _figure("best speedup per problem", bar_chart(
-            [r.name for r in by_speedup], [r.best_speedup for r in by_speedup],
-            "best speedup per problem", reference=1.0, unit="x")),
+        paper_table(paper_metrics(records)),
+        _figure(caption, line_chart(turns, series, caption, "problems")),
+        speed,
         _figure("problem outcomes", bar_chart(
-            list(outcomes), [float(n) for n in outcomes.values()], "problem outcomes")),
+            list(outcomes), [float(n) for n in outcomes.values()], "problem outcomes",
+            counts=True)),
         _figure("turn outcomes", bar_chart(
-            list(statuses), [float(n) for n in statuses.values()], "turn outcomes")),
+            list(statuses), [float(n) for n in statuses.values()], "turn outcomes",
+            counts=True)),
         _table(by_speedup),
     ]
     return _page("Dr.Kernel batch report", sections)
@@ -70,15 +88,23 @@ def _summary(records: list[ProblemRecord], settings: BatchSettings | None) -> st
     correct = sum(r.best_turn is not None for r in records)
     turns = sum(r.turns_used for r in records)
     tokens = sum(r.usage.generated_tokens for r in records)
-    items = [f"{len(records)} problems", f"{correct} with a correct kernel",
-             f"{turns} turns", f"{tokens} generated tokens"]
+    items = [plural(len(records), "problem"), f"{correct} with a correct kernel",
+             plural(turns, "turn"), plural(tokens, "generated token")]
     if settings is not None:
-        items.append(f"{settings.turns} turns per problem, up to {settings.turn_cap}")
+        items.append(f"{plural(settings.turns, 'turn')} per problem, up to {settings.turn_cap}")
     return "<p>" + " · ".join(escape(i) for i in items) + "</p>"
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _figure(caption: str, svg: str) -> str:
     return f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
+
+
+def _note(text: str) -> str:
+    return f"<p class='note'>{escape(text)}</p>"
 
 
 def _table(records: list[ProblemRecord]) -> str:

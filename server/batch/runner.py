@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluator import Problem
+from evaluator import Problem, RewardConfig
 from evaluator.api import EvaluatorError
 from refine import Loop, LoopConfig
 from refine.backends import Backend, BackendError
 from refine.loop import Judge
 from server.batch.budget import Gate
+from server.batch.metrics import write_metrics
 from server.batch.problems import ProblemFile
 from server.batch.progress import BatchProgress
 from server.batch.record import ProblemRecord
@@ -83,6 +84,7 @@ async def run_batch(problems: list[ProblemFile], solver: Solver, store: ResultSt
     latest = store.load()
     records = [latest[p.name] for p in problems if p.name in latest]
     write_report(store.out, records, settings)
+    write_metrics(store.out, records)
     return records
 
 
@@ -90,16 +92,16 @@ class LocalSolver:
     """Sessions in this process: one backend and one evaluator shared by all loops."""
 
     def __init__(self, backend: Backend, judge: Judge, loop_config: LoopConfig, gate: Gate,
-                 target_speedup: float | None):
-        self.loop = Loop(backend, judge, loop_config)
+                 target_speedup: float | None, reward_config: RewardConfig | None = None):
+        self.loop = Loop(backend, judge, loop_config, reward_config)
         self.gate = gate
         self.target_speedup = target_speedup
 
     async def __call__(self, problem: ProblemFile) -> Solved:
-        events = self.loop.run(Problem(problem.source, problem.name))
+        events = self.loop.run(Problem(problem.source, problem.name), prompt=problem.prompt)
         try:
             record, best = await run_session(problem.name, str(problem.path), events,
-                                             self.gate, self.target_speedup)
+                                             self.gate, self.target_speedup, SESSION_ERRORS)
         except SESSION_ERRORS as error:
             return error_record(problem, error)
         return record, best.code if best else None

@@ -39,6 +39,7 @@ class _State:
     best: Turn | None = None
     finished: Finished | None = None
     stop_reason: str = ""
+    error: str = ""
 
     def improved(self, turn: int) -> bool:
         """Did turn `turn` get further than every turn before it?"""
@@ -48,12 +49,24 @@ class _State:
 
 
 async def run_session(name: str, path: str, events: AsyncGenerator[Event, None], gate: Gate,
-                      target_speedup: float | None) -> tuple[ProblemRecord, Turn | None]:
+                      target_speedup: float | None,
+                      errors: tuple[type[BaseException], ...] = ()
+                      ) -> tuple[ProblemRecord, Turn | None]:
     """The record and the best turn (its code is the kernel to keep); the events' generator
-    is closed before returning, which cancels any work still in flight."""
+    is closed before returning, which cancels any work still in flight.
+
+    A session that fails (one of `errors`, or a loop that ended on a backend failure) after
+    some turns were judged keeps them: the record's outcome is `error`, so a rerun tries
+    the problem again, and its turns and best kernel stay in the record meanwhile.
+    """
     state, started = _State(), time.monotonic()
     try:
         await _consume(name, events, gate, target_speedup, state)
+    except errors as error:
+        if not state.turns:
+            raise
+        state.error = f"{type(error).__name__}: {error}"
+        state.stop_reason = "backend_error"
     finally:
         await events.aclose()
         await gate.finish(name)
@@ -78,12 +91,14 @@ async def _consume(name: str, events: AsyncIterator[Event], gate: Gate,
         elif isinstance(event, Finished):
             state.finished = event
             state.stop_reason = event.stop_reason
+            state.error = event.error
 
 
 def _record(name: str, path: str, state: _State, target_speedup: float | None,
             elapsed_s: float) -> ProblemRecord:
     best = state.best
-    outcome: Outcome = ("solved" if is_solved(best, target_speedup)
+    outcome: Outcome = ("error" if state.stop_reason == "backend_error"
+                        else "solved" if is_solved(best, target_speedup)
                         else "correct" if best is not None else "failed")
     usage = state.finished.usage if state.finished else _usage(state.turns)
     return ProblemRecord(
@@ -93,7 +108,8 @@ def _record(name: str, path: str, state: _State, target_speedup: float | None,
         best_speedup=best.result.speedup if best and best.result else None,
         best_reward=best.reward if best else None,
         usage=usage, stop_reason=state.stop_reason, elapsed_s=elapsed_s,
-    )
+        error=state.error or None,
+    ).with_verdicts()
 
 
 def _usage(turns: list[Turn]) -> Usage:

@@ -63,8 +63,8 @@ def _axes(plot_w: float, plot_h: float) -> str:
 
 
 def bar_chart(labels: list[str], values: list[float | None], title: str,
-              reference: float | None = None, unit: str = "") -> str:
-    """Horizontal bars, one per label; None is drawn as `n/a`."""
+              reference: float | None = None, unit: str = "", counts: bool = False) -> str:
+    """Horizontal bars, one per label; None is drawn as `n/a`; `counts` labels integers."""
     row, label_w, value_w = 20, 220, 70
     width = 640
     plot_w = width - label_w - value_w
@@ -81,7 +81,8 @@ def bar_chart(labels: list[str], values: list[float | None], title: str,
         colour = PALETTE[0] if reference is None or value >= reference else PALETTE[2]
         body.append(f'<rect x="{label_w}" y="{y + 2}" width="{bar:.1f}" height="{row - 6}" '
                     f'fill="{colour}"/>')
-        body.append(_text(label_w + bar + 4, y + 13, f"{value:.2f}{unit}"))
+        shown = f"{value:.0f}" if counts else f"{value:.2f}"
+        body.append(_text(label_w + bar + 4, y + 13, f"{shown}{unit}"))
     if reference is not None:
         x = label_w + reference / top * plot_w
         body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="4" y2="{height - 20}" '

@@ -12,6 +12,7 @@ from typing import Any
 
 from evaluator import Evaluator
 from refine.backends import Backend
+from refine.presets import PRESETS, Preset, get_preset
 from server.app import load_model
 from server.batch import (
     BatchProgress,
@@ -35,18 +36,27 @@ _FLAGS = {"model": "model.path", "backend": "model.backend", "device": "evaluato
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser("batch", help=HELP, description=HELP)
-    p.add_argument("paths", nargs="+", help="problem files, folders (searched recursively) "
-                                            "or globs")
+    p.add_argument("paths", nargs="+", help="problem files, folders (searched recursively), "
+                                            "globs, or data set files (.jsonl, .parquet) whose "
+                                            "rows carry a reference and its first-turn prompt")
     p.add_argument("--out", type=Path, required=True,
                    help="results.jsonl, kernels/ and report.html go here; rerunning resumes")
     p.add_argument("--concurrency", type=int, default=4, help="problems optimised at once")
-    p.add_argument("--turns", type=int, default=3, help="turns each problem may take")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="a published protocol (loop, reward and judge settings, turns); "
+                        "--set and the flags override it")
+    p.add_argument("--prompt-template", type=Path,
+                   help="first-turn template with a {reference} slot (data set rows bring "
+                        "their own prompt)")
+    p.add_argument("--turns", type=int, help="turns each problem may take (default 3, or the "
+                                             "preset's)")
     p.add_argument("--max-turns", type=int,
                    help="cap per problem including turns left by solved problems "
                         "(default: twice --turns)")
     p.add_argument("--target-speedup", type=float,
                    help="a correct kernel this fast solves its problem and stops it")
-    p.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no live progress bar (the one line per finished problem stays)")
     where = p.add_argument_group("where the loops run (default: in this process)")
     where.add_argument("--server", metavar="HOST:PORT", help="a running drkernel server")
     where.add_argument("--token", default=os.environ.get("DRKERNEL_AUTH_TOKEN"))
@@ -71,9 +81,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     try:
         problems = find_problems(args.paths)
-        settings = BatchSettings(out=args.out, concurrency=args.concurrency, turns=args.turns,
-                                 max_turns=args.max_turns, target_speedup=args.target_speedup)
-        config = None if args.server else _config(args)
+        preset = get_preset(args.preset) if args.preset else None
+        turns = args.turns or (preset.turns if preset else 3)
+        settings = BatchSettings(out=args.out, concurrency=args.concurrency, turns=turns,
+                                 max_turns=args.max_turns or (turns if preset else None),
+                                 target_speedup=args.target_speedup)
+        if args.server and (preset or args.prompt_template
+                            or any(p.prompt is not None for p in problems)):
+            raise ValueError("--preset, --prompt-template and data set prompts are the "
+                             "server's own settings with --server; set them there")
+        config = None if args.server else _config(args, preset)
     except (OSError, ValueError) as exc:
         print(f"drkernel batch: {exc}", file=sys.stderr)
         return 2
@@ -81,14 +98,25 @@ def run(args: argparse.Namespace) -> int:
         print("drkernel batch: no KernelBench-format problem (class Model + get_inputs) found",
               file=sys.stderr)
         return 2
-    records = asyncio.run(_batch(args, problems, settings, config))
+    try:
+        records = asyncio.run(_batch(args, problems, settings, config))
+    except KeyboardInterrupt:
+        saved = len(ResultStore(settings.out).finished())
+        print(f"\ndrkernel batch: interrupted; {saved} of {len(problems)} problems are saved in "
+              f"{settings.out / 'results.jsonl'}; run the same command again to resume",
+              file=sys.stderr)
+        return 130
     print(f"report: {settings.out / 'report.html'}")
     return 1 if any(r.outcome == "error" for r in records) else 0
 
 
-def _config(args: argparse.Namespace) -> ServerConfig:
+def _config(args: argparse.Namespace, preset: Preset | None) -> ServerConfig:
+    overrides = dict(preset.settings) if preset else {}
+    if args.prompt_template is not None:
+        overrides["loop.prompt_template"] = str(args.prompt_template)
     try:
-        return load_config(args.config, overrides=flag_overrides(vars(args), _FLAGS, args.set))
+        return load_config(args.config, overrides=overrides | flag_overrides(
+            vars(args), _FLAGS, args.set))
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
 
@@ -116,7 +144,7 @@ async def _in_process(problems: list[ProblemFile], settings: BatchSettings,
                              reward_config=config.reward,
                              gpus=config.evaluator_gpus or None) as evaluator:
             solver = LocalSolver(backend, evaluator, loop_config_for(config.loop, settings),
-                                 budget, settings.target_speedup)
+                                 budget, settings.target_speedup, config.reward)
             return await run_batch(problems, solver, store, settings, progress)
     finally:
         await backend.close()

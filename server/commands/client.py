@@ -14,7 +14,7 @@ from google.protobuf.json_format import MessageToDict
 
 from protos.drkernel.v1 import optimizer_pb2 as pb
 from protos.drkernel.v1 import result_pb2 as rpb
-from server.client import Client, Connection
+from server.client import Client, Connection, module_request
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -31,7 +31,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     actions = p.add_subparsers(dest="action", required=True)
     actions.add_parser("info", help="model, backend, device, versions, limits")
     opt = actions.add_parser("optimize", help="refine a reference, streaming the events")
-    opt.add_argument("reference", type=Path)
+    opt.add_argument("reference", type=Path,
+                     help="a KernelBench-format file, or FILE.py:Class for a class of your "
+                          "own code (with --inputs), which the server writes out as the "
+                          "problem")
+    opt.add_argument("--inputs", help="FILE.py:Class: forward inputs as JSON shapes "
+                                      "([[2, 64]]) or a function in FILE returning them")
+    opt.add_argument("--init", default="", help="FILE.py:Class: constructor arguments as JSON")
     opt.add_argument("--max-turns", type=int)
     opt.add_argument("--samples-per-turn", type=int)
     ev = actions.add_parser("evaluate", help="judge a candidate, no model")
@@ -62,8 +68,18 @@ def _info(client: Client, args: argparse.Namespace) -> int:
 def _optimize(client: Client, args: argparse.Namespace) -> int:
     policy = {k: v for k, v in (("max_turns", args.max_turns),
                                 ("samples_per_turn", args.samples_per_turn)) if v is not None}
-    for event in client.optimize(args.reference.read_text(), name=args.reference.stem,
-                                 policy=policy, timeout_s=args.timeout):
+    path, sep, class_name = str(args.reference).rpartition(":")
+    if sep and class_name.isidentifier():
+        if not args.inputs:
+            print("drkernel client: FILE.py:Class needs --inputs", file=sys.stderr)
+            return 2
+        module = module_request(Path(path), class_name, args.inputs, args.init)
+        events = client.optimize("", name=class_name, module=module, policy=policy,
+                                 timeout_s=args.timeout)
+    else:
+        events = client.optimize(args.reference.read_text(), name=args.reference.stem,
+                                 policy=policy, timeout_s=args.timeout)
+    for event in events:
         if args.json:
             _print(event, args)
         else:
@@ -96,6 +112,9 @@ def _print(message: Any, args: argparse.Namespace) -> None:
 
 def _describe(event: pb.OptimizeEvent) -> str:
     kind = event.WhichOneof("event")
+    if kind == "problem_built":
+        b = event.problem_built
+        return f"problem written from {b.how}{f' ({b.note})' if b.note else ''}:\n{b.reference}"
     if kind == "turn_started":
         e = event.turn_started
         return f"turn {e.turn} (iteration {e.iteration}, {e.samples} sample(s))"

@@ -13,7 +13,8 @@ from server.config import ConfigError, flag_overrides, load_config
 from server.logs import configure_logging
 
 _FLAGS = {"host": "host", "port": "port", "metrics_port": "metrics_port", "model": "model.path",
-          "backend": "model.backend", "device": "evaluator.device", "workers": "workers"}
+          "backend": "model.backend", "device": "evaluator.device", "workers": "workers",
+          "insecure_sandbox": "insecure_sandbox"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -27,6 +28,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--backend", help="vllm, openai or transformers")
     p.add_argument("--device", help="where candidates are judged: cpu, cuda or auto")
     p.add_argument("--workers", type=int, help="evaluator worker processes")
+    p.add_argument("--insecure-sandbox", action="store_const", const=True, default=None,
+                   help="serve even where no kernel sandbox is available (trusted users only)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting by its dotted key, e.g. loop.max_turns=5 (repeatable)")
     return p

@@ -65,7 +65,7 @@ class SamplingOverrides(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class EvaluatorSettings(_message.Message):
-    __slots__ = ("correct_trials", "perf_trials", "warmup", "atol", "rtol", "seed", "check_hacks", "profile", "timeout_s")
+    __slots__ = ("correct_trials", "perf_trials", "warmup", "atol", "rtol", "seed", "check_hacks", "profile", "timeout_s", "policy")
     CORRECT_TRIALS_FIELD_NUMBER: _ClassVar[int]
     PERF_TRIALS_FIELD_NUMBER: _ClassVar[int]
     WARMUP_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class EvaluatorSettings(_message.Message):
     CHECK_HACKS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     correct_trials: int
     perf_trials: int
     warmup: int
@@ -84,23 +85,50 @@ class EvaluatorSettings(_message.Message):
     check_hacks: bool
     profile: bool
     timeout_s: float
-    def __init__(self, correct_trials: _Optional[int] = ..., perf_trials: _Optional[int] = ..., warmup: _Optional[int] = ..., atol: _Optional[float] = ..., rtol: _Optional[float] = ..., seed: _Optional[int] = ..., check_hacks: _Optional[bool] = ..., profile: _Optional[bool] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    policy: str
+    def __init__(self, correct_trials: _Optional[int] = ..., perf_trials: _Optional[int] = ..., warmup: _Optional[int] = ..., atol: _Optional[float] = ..., rtol: _Optional[float] = ..., seed: _Optional[int] = ..., check_hacks: _Optional[bool] = ..., profile: _Optional[bool] = ..., timeout_s: _Optional[float] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class OptimizeRequest(_message.Message):
-    __slots__ = ("reference", "name", "policy", "sampling", "evaluator", "request_id")
+    __slots__ = ("reference", "name", "policy", "sampling", "evaluator", "request_id", "module")
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     EVALUATOR_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODULE_FIELD_NUMBER: _ClassVar[int]
     reference: str
     name: str
     policy: TurnPolicy
     sampling: SamplingOverrides
     evaluator: EvaluatorSettings
     request_id: str
-    def __init__(self, reference: _Optional[str] = ..., name: _Optional[str] = ..., policy: _Optional[_Union[TurnPolicy, _Mapping]] = ..., sampling: _Optional[_Union[SamplingOverrides, _Mapping]] = ..., evaluator: _Optional[_Union[EvaluatorSettings, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    module: ModuleRequest
+    def __init__(self, reference: _Optional[str] = ..., name: _Optional[str] = ..., policy: _Optional[_Union[TurnPolicy, _Mapping]] = ..., sampling: _Optional[_Union[SamplingOverrides, _Mapping]] = ..., evaluator: _Optional[_Union[EvaluatorSettings, _Mapping]] = ..., request_id: _Optional[str] = ..., module: _Optional[_Union[ModuleRequest, _Mapping]] = ...) -> None: ...
+
+class ModuleRequest(_message.Message):
+    __slots__ = ("source", "class_name", "init_json", "inputs_json", "file_name")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    INIT_JSON_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    class_name: str
+    init_json: str
+    inputs_json: str
+    file_name: str
+    def __init__(self, source: _Optional[str] = ..., class_name: _Optional[str] = ..., init_json: _Optional[str] = ..., inputs_json: _Optional[str] = ..., file_name: _Optional[str] = ...) -> None: ...
+
+class ProblemBuilt(_message.Message):
+    __slots__ = ("reference", "how", "note")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    HOW_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    how: str
+    note: str
+    def __init__(self, reference: _Optional[str] = ..., how: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "cached_tokens", "generated_tokens")
@@ -211,18 +239,20 @@ class Finished(_message.Message):
     def __init__(self, best: _Optional[_Union[Turn, _Mapping]] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class OptimizeEvent(_message.Message):
-    __slots__ = ("turn_started", "generated", "evaluated", "best_updated", "finished")
+    __slots__ = ("turn_started", "generated", "evaluated", "best_updated", "finished", "problem_built")
     TURN_STARTED_FIELD_NUMBER: _ClassVar[int]
     GENERATED_FIELD_NUMBER: _ClassVar[int]
     EVALUATED_FIELD_NUMBER: _ClassVar[int]
     BEST_UPDATED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_BUILT_FIELD_NUMBER: _ClassVar[int]
     turn_started: TurnStarted
     generated: Generated
     evaluated: Evaluated
     best_updated: BestUpdated
     finished: Finished
-    def __init__(self, turn_started: _Optional[_Union[TurnStarted, _Mapping]] = ..., generated: _Optional[_Union[Generated, _Mapping]] = ..., evaluated: _Optional[_Union[Evaluated, _Mapping]] = ..., best_updated: _Optional[_Union[BestUpdated, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ...) -> None: ...
+    problem_built: ProblemBuilt
+    def __init__(self, turn_started: _Optional[_Union[TurnStarted, _Mapping]] = ..., generated: _Optional[_Union[Generated, _Mapping]] = ..., evaluated: _Optional[_Union[Evaluated, _Mapping]] = ..., best_updated: _Optional[_Union[BestUpdated, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., problem_built: _Optional[_Union[ProblemBuilt, _Mapping]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("reference", "candidate", "name", "evaluator", "request_id")
@@ -307,7 +337,7 @@ class Limits(_message.Message):
     def __init__(self, max_sessions: _Optional[int] = ..., max_source_bytes: _Optional[int] = ..., max_reward_items: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., evaluator_workers: _Optional[int] = ..., max_pending_evaluations: _Optional[int] = ..., max_evaluator_timeout_s: _Optional[float] = ..., max_turns: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "model", "backend", "device", "evaluator_version", "versions", "limits", "default_policy")
+    __slots__ = ("version", "model", "backend", "device", "evaluator_version", "versions", "limits", "default_policy", "sandbox")
     class VersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +353,7 @@ class ServerInfo(_message.Message):
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
     version: str
     model: str
     backend: str
@@ -331,4 +362,21 @@ class ServerInfo(_message.Message):
     versions: _containers.ScalarMap[str, str]
     limits: Limits
     default_policy: TurnPolicy
-    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., evaluator_version: _Optional[str] = ..., versions: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_policy: _Optional[_Union[TurnPolicy, _Mapping]] = ...) -> None: ...
+    sandbox: SandboxInfo
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., evaluator_version: _Optional[str] = ..., versions: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_policy: _Optional[_Union[TurnPolicy, _Mapping]] = ..., sandbox: _Optional[_Union[SandboxInfo, _Mapping]] = ...) -> None: ...
+
+class SandboxInfo(_message.Message):
+    __slots__ = ("confined", "layers", "memory_limit", "report_auth", "insecure", "notes")
+    CONFINED_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REPORT_AUTH_FIELD_NUMBER: _ClassVar[int]
+    INSECURE_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    confined: bool
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    memory_limit: str
+    report_auth: bool
+    insecure: bool
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, confined: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ..., memory_limit: _Optional[str] = ..., report_auth: _Optional[bool] = ..., insecure: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...

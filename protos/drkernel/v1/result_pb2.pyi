@@ -109,20 +109,52 @@ class KernelRow(_message.Message):
     own: bool
     def __init__(self, name: _Optional[str] = ..., device_time_us: _Optional[float] = ..., count: _Optional[int] = ..., own: _Optional[bool] = ...) -> None: ...
 
+class OpWork(_message.Message):
+    __slots__ = ("op", "share")
+    OP_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    op: str
+    share: float
+    def __init__(self, op: _Optional[str] = ..., share: _Optional[float] = ...) -> None: ...
+
 class Profile(_message.Message):
-    __slots__ = ("kernels", "triton_launches", "triton_time_coverage", "torch_compute_ops")
+    __slots__ = ("kernels", "triton_launches", "triton_time_coverage", "torch_compute_ops", "torch_work", "triton_work_share", "work_share_source", "compiled", "compile_target")
     KERNELS_FIELD_NUMBER: _ClassVar[int]
     TRITON_LAUNCHES_FIELD_NUMBER: _ClassVar[int]
     TRITON_TIME_COVERAGE_FIELD_NUMBER: _ClassVar[int]
     TORCH_COMPUTE_OPS_FIELD_NUMBER: _ClassVar[int]
+    TORCH_WORK_FIELD_NUMBER: _ClassVar[int]
+    TRITON_WORK_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WORK_SHARE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    COMPILED_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_TARGET_FIELD_NUMBER: _ClassVar[int]
     kernels: _containers.RepeatedCompositeFieldContainer[KernelRow]
     triton_launches: _containers.RepeatedScalarFieldContainer[str]
     triton_time_coverage: float
     torch_compute_ops: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, kernels: _Optional[_Iterable[_Union[KernelRow, _Mapping]]] = ..., triton_launches: _Optional[_Iterable[str]] = ..., triton_time_coverage: _Optional[float] = ..., torch_compute_ops: _Optional[_Iterable[str]] = ...) -> None: ...
+    torch_work: _containers.RepeatedCompositeFieldContainer[OpWork]
+    triton_work_share: float
+    work_share_source: str
+    compiled: _containers.RepeatedCompositeFieldContainer[CompiledKernel]
+    compile_target: str
+    def __init__(self, kernels: _Optional[_Iterable[_Union[KernelRow, _Mapping]]] = ..., triton_launches: _Optional[_Iterable[str]] = ..., triton_time_coverage: _Optional[float] = ..., torch_compute_ops: _Optional[_Iterable[str]] = ..., torch_work: _Optional[_Iterable[_Union[OpWork, _Mapping]]] = ..., triton_work_share: _Optional[float] = ..., work_share_source: _Optional[str] = ..., compiled: _Optional[_Iterable[_Union[CompiledKernel, _Mapping]]] = ..., compile_target: _Optional[str] = ...) -> None: ...
+
+class CompiledKernel(_message.Message):
+    __slots__ = ("name", "registers", "spill_bytes", "shared_bytes", "num_warps")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REGISTERS_FIELD_NUMBER: _ClassVar[int]
+    SPILL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHARED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NUM_WARPS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    registers: int
+    spill_bytes: int
+    shared_bytes: int
+    num_warps: int
+    def __init__(self, name: _Optional[str] = ..., registers: _Optional[int] = ..., spill_bytes: _Optional[int] = ..., shared_bytes: _Optional[int] = ..., num_warps: _Optional[int] = ...) -> None: ...
 
 class EvalResult(_message.Message):
-    __slots__ = ("status", "compiled", "correct", "trials_passed", "trials_total", "max_abs_diff", "mean_abs_diff", "error", "hacks", "ref_ms", "kernel_ms", "speedup", "speedup_note", "ref_timing", "kernel_timing", "device", "profile", "reward", "evaluator_version", "elapsed_s")
+    __slots__ = ("status", "compiled", "correct", "trials_passed", "trials_total", "max_abs_diff", "mean_abs_diff", "error", "hacks", "ref_ms", "kernel_ms", "speedup", "speedup_note", "ref_timing", "kernel_timing", "device", "profile", "reward", "evaluator_version", "elapsed_s", "policy", "findings", "trial_seed")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     COMPILED_FIELD_NUMBER: _ClassVar[int]
     CORRECT_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +175,9 @@ class EvalResult(_message.Message):
     REWARD_FIELD_NUMBER: _ClassVar[int]
     EVALUATOR_VERSION_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_SEED_FIELD_NUMBER: _ClassVar[int]
     status: EvalStatus
     compiled: bool
     correct: bool
@@ -163,4 +198,7 @@ class EvalResult(_message.Message):
     reward: float
     evaluator_version: str
     elapsed_s: float
-    def __init__(self, status: _Optional[_Union[EvalStatus, str]] = ..., compiled: _Optional[bool] = ..., correct: _Optional[bool] = ..., trials_passed: _Optional[int] = ..., trials_total: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., hacks: _Optional[_Iterable[_Union[Hack, _Mapping]]] = ..., ref_ms: _Optional[float] = ..., kernel_ms: _Optional[float] = ..., speedup: _Optional[float] = ..., speedup_note: _Optional[str] = ..., ref_timing: _Optional[_Union[TimingStats, _Mapping]] = ..., kernel_timing: _Optional[_Union[TimingStats, _Mapping]] = ..., device: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., reward: _Optional[float] = ..., evaluator_version: _Optional[str] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+    policy: str
+    findings: _containers.RepeatedCompositeFieldContainer[Hack]
+    trial_seed: int
+    def __init__(self, status: _Optional[_Union[EvalStatus, str]] = ..., compiled: _Optional[bool] = ..., correct: _Optional[bool] = ..., trials_passed: _Optional[int] = ..., trials_total: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., hacks: _Optional[_Iterable[_Union[Hack, _Mapping]]] = ..., ref_ms: _Optional[float] = ..., kernel_ms: _Optional[float] = ..., speedup: _Optional[float] = ..., speedup_note: _Optional[str] = ..., ref_timing: _Optional[_Union[TimingStats, _Mapping]] = ..., kernel_timing: _Optional[_Union[TimingStats, _Mapping]] = ..., device: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., reward: _Optional[float] = ..., evaluator_version: _Optional[str] = ..., elapsed_s: _Optional[float] = ..., policy: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Hack, _Mapping]]] = ..., trial_seed: _Optional[int] = ...) -> None: ...
