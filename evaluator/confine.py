@@ -18,6 +18,7 @@ attempts) what this host allows.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import errno
@@ -26,6 +27,7 @@ import resource
 import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -427,12 +429,25 @@ def _outermost(paths: set[str]) -> list[str]:
             if not any(p.startswith(q.rstrip("/") + "/") for q in ordered[:i])]
 
 
+_scratch_root: str | None = None
+
+
+def new_scratch(prefix: str) -> str:
+    """A fresh scratch directory for one child, inside this process's private root (mode
+    0700). The child's tmpfs goes over that root, never over the shared temporary folder,
+    where the project or its environment may live (a checkout under /tmp)."""
+    global _scratch_root
+    if _scratch_root is None or not os.path.isdir(_scratch_root):
+        _scratch_root = tempfile.mkdtemp(prefix="drkernel-sandbox-")
+        atexit.register(shutil.rmtree, _scratch_root, True)
+    return tempfile.mkdtemp(prefix=prefix, dir=_scratch_root)
+
+
 def probe(device: str) -> Boundary:
     """Set up every layer in a throwaway child and report which ones held."""
     import json
-    import tempfile
 
-    scratch = tempfile.mkdtemp(prefix="drkernel-probe-")
+    scratch = new_scratch("probe-")
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:

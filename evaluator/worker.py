@@ -15,7 +15,6 @@ import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -66,7 +65,7 @@ class Worker:
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         start = time.monotonic()
-        scratch = tempfile.mkdtemp(prefix="drkernel-")
+        scratch = confine.new_scratch("run-")
         try:
             result = self._evaluate(job, scratch)
         except ProblemFailed as exc:

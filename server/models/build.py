@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
-import tempfile
 import types
 from typing import Any
 
@@ -37,7 +37,8 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
                     max_processes=job["max_processes"], max_file_bytes=job["max_output_bytes"])
     boundary = confine.probe("cpu") if os.environ.get("DRKERNEL_SANDBOX") != "off" \
         else confine.Boundary()
-    with tempfile.TemporaryDirectory(prefix="drkernel-build-") as scratch:
+    scratch = confine.new_scratch("build-")
+    try:
         plan = confine.Plan(boundary, scratch, "cpu", confine.python_paths()) \
             if boundary.kernel_layers else None
         child = spawn(_child, job, limits, scratch, plan, max_report_bytes=16 << 20)
@@ -48,6 +49,8 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
             child.finish()
             return {"ok": False, "error": f"the build sent a bad report: {exc}"}
         outcome = child.finish()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if payload is None:
         why = "ran past its time limit" if outcome.timed_out else \
             f"ended (exit {outcome.exit_code}, signal {outcome.signal}) before reporting"
