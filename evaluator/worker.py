@@ -55,6 +55,7 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.references: OrderedDict[str, Report] = OrderedDict()
+        self.seeds: OrderedDict[str, int] = OrderedDict()
         self.ref_timings: dict[str, dict[str, Any]] = {}
         self.reachable = confine.python_paths()
 
@@ -85,7 +86,8 @@ class Worker:
             "candidate_path": _write(scratch, "candidate.py", job["candidate"]),
         }
         base = {**paths, "config": cfg, "device": self.device, "reference": job["reference"],
-                "candidate": job["candidate"], "trial_seed": _trial_seed(cfg)}
+                "candidate": job["candidate"],
+                "trial_seed": self._trial_seed(job["reference"], cfg)}
         ref = self._reference(job, base, scratch)
         trials = ref.split(ref.header["counts"])
         output_numel = sum(t.numel() for t in trials[0])
@@ -121,6 +123,23 @@ class Worker:
         if frame is None:
             return _died(child.finish(), self.device)
         return judge.add_performance(result, ref, Report(*unpack(frame)), cfg)
+
+    def _trial_seed(self, reference: str, cfg: dict[str, Any]) -> int:
+        """KernelGYM's seed under `kernelgym`; elsewhere a secret one drawn by this worker
+        for the problem (unless the config names one), so no candidate can compute the trials'
+        inputs in advance. It is kept with the problem's cached reference run: children share
+        no state, so a later candidate cannot learn it, and the reference need not run again."""
+        if cfg.get("trial_seed") is not None:
+            return int(cfg["trial_seed"])
+        if cfg.get("policy") == "kernelgym":
+            return int(cfg["seed"])
+        key = _reference_key(reference, cfg, self.device, None)
+        if key not in self.seeds:
+            self.seeds[key] = secrets.randbelow(2**31 - 1)
+            while len(self.seeds) > _REFERENCE_CACHE_SIZE:
+                self.seeds.popitem(last=False)
+        self.seeds.move_to_end(key)
+        return self.seeds[key]
 
     def _reference(self, job: dict[str, Any], base: dict[str, Any], scratch: str) -> Report:
         cfg = base["config"]
@@ -198,14 +217,6 @@ def _assemble(result: EvalResult, header: dict[str, Any]) -> None:
         kernel.registers, kernel.spill_bytes = registers, spills
 
 
-def _trial_seed(cfg: dict[str, Any]) -> int:
-    """KernelGYM's seed under `kernelgym`; elsewhere a fresh one per evaluation (unless the
-    config names one), so no candidate can compute the trials' inputs in advance."""
-    if cfg.get("trial_seed") is not None:
-        return int(cfg["trial_seed"])
-    if cfg.get("policy") == "kernelgym":
-        return int(cfg["seed"])
-    return secrets.randbelow(2**31 - 1)
 
 
 def _reference_key(source: str, cfg: dict[str, Any], device: str,

@@ -19,7 +19,7 @@ from evaluator import EvalConfig, EvalResult, Profile, Status, callbacks, harnes
 from evaluator.gpu_compile import GpuCompileError, GpuCompiler, assemble
 from evaluator.monitor import Monitor, OpTracer
 from evaluator.result import CompiledKernel
-from evaluator.worker import _trial_seed
+from evaluator.worker import Worker
 from refine.feedback import render_feedback
 from tests.judge_support import EXAMPLES, FIXTURES, Judge
 
@@ -238,11 +238,15 @@ def test_the_last_trial_is_large_except_under_kernelgym() -> None:
     assert "large" not in harness.trial_plan({**cfg, "policy": "kernelgym"})
 
 
-def test_trial_seeds_are_fresh_except_under_kernelgym_or_when_given() -> None:
+def test_trial_seeds_are_secret_per_problem_except_under_kernelgym_or_when_given() -> None:
     cfg = EvalConfig().to_dict()
-    assert len({_trial_seed(cfg) for _ in range(8)}) > 1
-    assert _trial_seed({**cfg, "policy": "kernelgym"}) == 42
-    assert _trial_seed({**cfg, "trial_seed": 7}) == 7
+    problems = [f"# problem {i}\n" for i in range(8)]
+    workers = [Worker(device="cpu"), Worker(device="cpu")]
+    drawn = {w._trial_seed(p, cfg) for w in workers for p in problems}
+    assert len(drawn) > 8, "each worker draws its own seed for each problem"
+    assert workers[0]._trial_seed(problems[0], cfg) == workers[0]._trial_seed(problems[0], cfg)
+    assert workers[0]._trial_seed(problems[0], {**cfg, "policy": "kernelgym"}) == 42
+    assert workers[0]._trial_seed(problems[0], {**cfg, "trial_seed": 7}) == 7
 
 
 def test_concise_feedback_shows_the_compilers_report() -> None:
@@ -283,7 +287,8 @@ def test_interpreter_only_kernel_is_a_compile_error_with_the_compilers_message(
 def test_seed_is_recorded_and_repeats_the_evaluation(judge: Judge) -> None:
     path = EXAMPLES / "softmax" / "solution.py"
     first, second = judge.run(path), judge.run(path)
-    assert first.trial_seed is not None and first.trial_seed != second.trial_seed
+    assert None not in (first.trial_seed, second.trial_seed)
+    assert 42 not in (first.trial_seed, second.trial_seed)
     again = judge.run(path, config=EvalConfig(device="cpu", trial_seed=first.trial_seed))
     assert again.trial_seed == first.trial_seed
     assert again.max_abs_diff == first.max_abs_diff
