@@ -11,6 +11,7 @@ from evaluator.result import (
     KernelRow,
     OpWork,
     Profile,
+    Scaling,
     Status,
     TimingStats,
 )
@@ -52,6 +53,8 @@ def result_to_proto(result: EvalResult) -> rpb.EvalResult:
             for h in getattr(result, name))
     if result.trial_seed is not None:
         message.trial_seed = result.trial_seed
+    if result.scaling is not None:
+        message.scaling.CopyFrom(_scaling_to_proto(result.scaling))
     for name in ("ref_timing", "kernel_timing"):
         timing: TimingStats | None = getattr(result, name)
         if timing is not None:
@@ -113,7 +116,18 @@ def result_from_proto(message: rpb.EvalResult) -> EvalResult:
         compile_target=p.compile_target,
     )
     result.trial_seed = message.trial_seed if message.HasField("trial_seed") else None
+    if message.HasField("scaling"):
+        result.scaling = Scaling(
+            constants={k: [v.written, v.run] for k, v in message.scaling.constants.items()},
+            input_shapes=[list(s.dims) for s in message.scaling.input_shapes])
     return result
+
+
+def _scaling_to_proto(scaling: Scaling) -> rpb.Scaling:
+    return rpb.Scaling(
+        constants={k: rpb.ScaledSize(written=v[0], run=v[1])
+                   for k, v in scaling.constants.items()},
+        input_shapes=[rpb.Shape(dims=shape) for shape in scaling.input_shapes])
 
 
 def usage_to_proto(usage: Usage) -> pb.Usage:

@@ -13,6 +13,7 @@ from evaluator.result import (
     HackKind,
     KernelRow,
     Profile,
+    Scaling,
     Status,
     TimingStats,
 )
@@ -59,7 +60,9 @@ def full_result() -> EvalResult:
                         compiled=[CompiledKernel("relu_kernel", 12, 0, 0, 4),
                                   CompiledKernel("no_ptxas", None, None, 1024, 8)],
                         compile_target="cuda sm_90"),
-        trial_seed=123456789, reward=0.0, evaluator_version="9.9", elapsed_s=4.25)
+        trial_seed=123456789, reward=0.0, evaluator_version="9.9", elapsed_s=4.25,
+        scaling=Scaling(constants={"batch_size": [16, 3], "dim": [16384, 1021]},
+                        input_shapes=[[3, 1021], []]))
 
 
 def test_eval_result_round_trips_every_field() -> None:
