@@ -27,6 +27,11 @@ def reference_for(candidate: Path) -> Path:
     return ROOT / named if named else candidate.parent / "reference.py"
 
 
+TRIAL_SEED = 7
+"""Verdicts pinned by the suites are judged on fixed inputs; the worker's secret per-problem
+seed is tested on its own (test_verdict_hardening)."""
+
+
 class Judge:
     """Runs an `Evaluator` on a private event loop thread; `run` blocks for one verdict."""
 
@@ -34,7 +39,8 @@ class Judge:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.evaluator = Evaluator(workers=workers, config=config or EvalConfig(device="cpu"))
+        self.evaluator = Evaluator(workers=workers, config=config or EvalConfig(
+            device="cpu", trial_seed=TRIAL_SEED))
         self.call(self.evaluator.start())
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:

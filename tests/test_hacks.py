@@ -25,7 +25,7 @@ def judge() -> Iterator[Judge]:
 
 def test_suites_are_big_enough() -> None:
     assert len(HACKS) >= 15 and len(HONEST) >= 12
-    kinds = {header(p, "expect") for p in HACKS}
+    kinds = {k for p in HACKS for k in str(header(p, "expect")).split(" or ")}
     assert {k.value for k in HackKind} <= kinds, "every kind has an adversarial candidate"
 
 
@@ -41,7 +41,7 @@ def test_adversarial_candidate_is_caught(judge: Judge, path: Path) -> None:
         return
     kinds = {h.kind.value for h in result.hacks}
     assert result.status is Status.HACKED, (result.status, result.error)
-    assert expected in kinds, f"expected {expected}, found {result.hacks}"
+    assert kinds & set(expected.split(" or ")), f"expected {expected}, found {result.hacks}"
     assert result.reward == 0.0 and not result.correct
 
 

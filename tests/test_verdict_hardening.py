@@ -286,7 +286,8 @@ def test_interpreter_only_kernel_is_a_compile_error_with_the_compilers_message(
 
 def test_seed_is_recorded_and_repeats_the_evaluation(judge: Judge) -> None:
     path = EXAMPLES / "softmax" / "solution.py"
-    first, second = judge.run(path), judge.run(path)
+    secret = EvalConfig(device="cpu")
+    first, second = judge.run(path, config=secret), judge.run(path, config=secret)
     assert None not in (first.trial_seed, second.trial_seed)
     assert 42 not in (first.trial_seed, second.trial_seed)
     again = judge.run(path, config=EvalConfig(device="cpu", trial_seed=first.trial_seed))
@@ -299,7 +300,7 @@ def test_answers_predicted_from_seed_42_fail_on_fresh_seeds(judge: Judge) -> Non
     path = HACKS / "precompute_seed42_lookup.py"
     known = judge.run(path, config=EvalConfig(device="cpu", trial_seed=42))
     assert known.trials_passed == known.trials_total  # the prediction works for seed 42 ...
-    fresh = judge.run(path)
+    fresh = judge.run(path, config=EvalConfig(device="cpu"))
     assert fresh.trials_passed < fresh.trials_total and not fresh.correct  # ... only
 
 
