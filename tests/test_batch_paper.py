@@ -107,7 +107,8 @@ async def test_a_data_set_batch_uses_row_prompts_and_writes_metrics(
                                             "gelu": ["no code"]})
     settings = BatchSettings(out=tmp_path / "out", turns=1, max_turns=1)
     budget = TurnBudget([p.name for p in problems], 1, 1)
-    async with Evaluator(workers=1, config=EvalConfig(device="cpu", correct_trials=2)) as ev:
+    config = EvalConfig(device="cpu", trial_seed=7, correct_trials=2)
+    async with Evaluator(workers=1, config=config) as ev:
         solver = LocalSolver(backend, ev, LoopConfig(max_turns=1), budget, None)
         await run(problems, solver, settings)
     firsts = [s.prompts[0].messages for s in backend.scripts.values()]

@@ -41,7 +41,8 @@ async def test_batch_on_a_local_ray_cluster(tmp_path: Path, tiny_model_dir: Path
         cluster = ray_batch.start_actors(
             plan, budget, functools.partial(scripted_backend, str(tiny_model_dir), scripts),
             loop_config_for(LoopConfig(), settings),
-            EvalConfig(device="cpu", correct_trials=2, timeout_s=60), RewardConfig(), None)
+            EvalConfig(device="cpu", trial_seed=7, correct_trials=2, timeout_s=60),
+            RewardConfig(), None)
         try:
             records = await run_batch(problems, cluster.solver(), ResultStore(tmp_path),
                                       settings, BatchProgress(enabled=False))

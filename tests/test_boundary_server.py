@@ -21,7 +21,7 @@ def tokenizer(tiny_model_dir: Path) -> Any:
 
 
 async def test_server_info_reports_the_sandbox(tokenizer: Any) -> None:
-    evaluator = Evaluator(workers=1, config=EvalConfig(device="cpu"))
+    evaluator = Evaluator(workers=1, config=EvalConfig(device="cpu", trial_seed=7))
     try:
         async with running(ScriptedBackend(tokenizer, []), evaluator) as server, \
                 AsyncClient(f"127.0.0.1:{server.port}") as client:
@@ -38,7 +38,7 @@ async def test_server_info_reports_the_sandbox(tokenizer: Any) -> None:
 async def test_without_a_sandbox_the_server_needs_insecure_sandbox(
         tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRKERNEL_SANDBOX", "off")  # as on a host without namespaces
-    evaluator = Evaluator(workers=1, config=EvalConfig(device="cpu"))
+    evaluator = Evaluator(workers=1, config=EvalConfig(device="cpu", trial_seed=7))
     backend = ScriptedBackend(tokenizer, [])
     try:
         with pytest.raises(RuntimeError, match="--insecure-sandbox"):

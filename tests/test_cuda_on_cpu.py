@@ -110,12 +110,12 @@ def test_no_scale_runs_the_problem_as_written(judge: Judge) -> None:
     small = BIG_RELU.replace("4096", "16").replace("393216", "1000")
     candidate = RELU_KERNEL.format(constants="", shape="x.shape")
     for scale in (True, False):
-        config = EvalConfig(device="cpu", scale=scale)
+        config = EvalConfig(device="cpu", trial_seed=7, scale=scale)
         result = _judge_source(judge, small, candidate, config)
         assert result.status is Status.CORRECT and result.scaling is None
     with pytest.raises(ProblemError):  # 6 GB per input: over the child's memory limit
         _judge_source(judge, BIG_RELU, candidate,
-                      EvalConfig(device="cpu", scale=False, timeout_s=30))
+                      EvalConfig(device="cpu", trial_seed=7, scale=False, timeout_s=30))
 
 
 def test_the_judge_itself_still_sees_the_host() -> None:

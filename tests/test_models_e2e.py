@@ -96,7 +96,7 @@ def test_identical_submodules_are_one_problem_with_their_paths(extracted: Path) 
 async def test_the_judge_accepts_every_problem_as_a_reference(extracted: Path) -> None:
     """A reference that fails to load or run raises ProblemError; a candidate that is only a
     copy of it gets a verdict (it launches no Triton kernel) instead."""
-    config = EvalConfig(device="cpu", correct_trials=1, timeout_s=60)
+    config = EvalConfig(device="cpu", trial_seed=7, correct_trials=1, timeout_s=60)
     async with Evaluator(workers=2, config=config) as ev:
         for problem in find_problems([str(extracted)]):
             copy = problem.source.replace("class Model(", "class ModelNew(")
@@ -116,7 +116,7 @@ async def test_batch_then_apply_swaps_in_the_triton_modules(
     scripts = {by_name[n].source: [answer(k.read_text())] for n, k in KERNELS.items()}
     results = tmp_path / "results"
     settings = BatchSettings(out=results, concurrency=2, turns=1, max_turns=1)
-    config = EvalConfig(device="cpu", correct_trials=2, timeout_s=120)
+    config = EvalConfig(device="cpu", trial_seed=7, correct_trials=2, timeout_s=120)
     async with Evaluator(workers=2, config=config) as ev:
         solver = LocalSolver(ScriptedByReference(tokenizer, scripts), ev,
                              loop_config_for(LoopConfig(), settings),

@@ -66,7 +66,7 @@ class Recording:
 
 async def run_loop(backend: Any, config: LoopConfig) -> list[Any]:
     # Never started: a tiny random model writes no code block, so nothing is evaluated.
-    evaluator = Evaluator(workers=1, config=EvalConfig(device="cpu"))
+    evaluator = Evaluator(workers=1, config=EvalConfig(device="cpu", trial_seed=7))
     try:
         return [event async for event in Loop(backend, evaluator, config).run(RELU)]
     finally:
@@ -392,7 +392,8 @@ async def test_openai_endpoint_failures_are_backend_errors(tokenizer) -> None:
 
 async def test_cancelling_the_loop_aborts_the_engine_request(tokenizer) -> None:
     engine = StandInEngine([[1]], hang=True)
-    loop = Loop(vllm_backend(engine, tokenizer), Evaluator(config=EvalConfig(device="cpu")))
+    judge = Evaluator(config=EvalConfig(device="cpu", trial_seed=7))
+    loop = Loop(vllm_backend(engine, tokenizer), judge)
     events = loop.run(RELU)
     assert isinstance(await anext(events), TurnStarted)
     task = asyncio.create_task(anext(events))

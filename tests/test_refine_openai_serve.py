@@ -109,7 +109,7 @@ async def test_generates_through_chat_when_token_prompts_are_refused(
 async def test_loop_runs_turns_over_http(served: str, tiny_model_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     backend = OpenAIBackend(served, str(tiny_model_dir), tokenizer, mode="chat")
-    evaluator = Evaluator(workers=1, config=EvalConfig(device="cpu"))
+    evaluator = Evaluator(workers=1, config=EvalConfig(device="cpu", trial_seed=7))
     config = LoopConfig(max_turns=2, feedback_format="concise",
                         sampling=SamplingConfig(max_new_tokens=8))
     try:

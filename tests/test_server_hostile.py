@@ -34,7 +34,7 @@ async def server(tiny_model_dir: Path) -> AsyncIterator[DrKernelServer]:
     """Every generation fails (empty script), so nothing here reaches the evaluator's workers."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     config = server_config(max_message_bytes=2 << 20, max_reward_items=8)
-    async with Evaluator(workers=1, config=EvalConfig(device="cpu")) as ev, \
+    async with Evaluator(workers=1, config=EvalConfig(device="cpu", trial_seed=7)) as ev, \
             running(ScriptedBackend(tokenizer, []), ev, config) as server:
         yield server
 

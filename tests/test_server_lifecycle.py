@@ -29,7 +29,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def evaluator() -> AsyncIterator[Evaluator]:
     """One worker: a stuck evaluation would block the next request."""
-    async with Evaluator(workers=1, config=EvalConfig(device="cpu", correct_trials=2,
+    async with Evaluator(workers=1, config=EvalConfig(device="cpu", trial_seed=7, correct_trials=2,
                                                       timeout_s=20)) as ev:
         yield ev
 

@@ -31,7 +31,8 @@ async def server(tiny_model_dir: Path) -> AsyncIterator[DrKernelServer]:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     backend = ScriptedBackend(tokenizer, [answer(WRONG), answer(SOLUTION)])
     config = server_config(metrics_port=0, metrics_host="127.0.0.1")
-    async with Evaluator(workers=1, config=EvalConfig(device="cpu", correct_trials=1)) as ev, \
+    judging = EvalConfig(device="cpu", trial_seed=7, correct_trials=1)
+    async with Evaluator(workers=1, config=judging) as ev, \
             running(backend, ev, config) as server, \
             AsyncClient(f"127.0.0.1:{server.port}") as client:
         _ = [e async for e in client.optimize(RELU, policy={"max_turns": 2})]
