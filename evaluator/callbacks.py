@@ -28,7 +28,10 @@ _getsignal, _setsignal, _getitimer, _setitimer = (signal.getsignal, signal.signa
 _gc_disable, _gc_enabled = gc.disable, gc.isenabled
 _settrace, _setprofile, _gettrace, _getprofile = (sys.settrace, sys.setprofile, sys.gettrace,
                                                  sys.getprofile)
-_type, _id, _list, _dict = type, id, list, dict
+_type, _list, _dict = type, list, dict
+_id = object.__hash__
+"""Unique for live objects (their address, rotated) without the audit event of `id`: the
+finalizer registry holds hundreds, looked at after every call of the candidate's."""
 
 
 @dataclass

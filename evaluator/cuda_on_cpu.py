@@ -10,7 +10,8 @@ code while every tensor stays on the host and Triton's interpreter runs the kern
   `is_cuda`, `device` and `get_device()` as a GPU would, to the problem's and candidate's own
   frames only (torch, Triton and the judge still see the truth);
 - `torch.cuda`'s device queries, synchronisation, streams and events behave as on one GPU,
-  with one synchronous queue;
+  with one synchronous queue; side-stream work that nothing waits for is reported, since on
+  a GPU its output would be read while it may still run;
 - `tl.extra.libdevice`'s common math functions run under the interpreter (numpy);
 - what cannot run without a GPU (inline PTX, other libdevice functions, CUDA extensions)
   raises `GpuRequired`, whose message names it.
@@ -25,6 +26,7 @@ import linecache
 import math
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,18 +135,24 @@ class Event:
                  interprocess: bool = False) -> None:
         self.enable_timing = enable_timing
         self.at: float | None = None
+        self.stream: Stream | None = None
+        self.mark = 0
 
     def record(self, stream: Any = None) -> None:
         self.at = time.perf_counter()
+        self.stream = stream if isinstance(stream, Stream) else _current[-1]
+        self.mark = self.stream.issued
 
     def wait(self, stream: Any = None) -> None:
-        return None
+        if self.stream is not None:
+            _join(self.stream, self.mark, stream if isinstance(stream, Stream) else _current[-1])
 
     def query(self) -> bool:
         return True
 
     def synchronize(self) -> None:
-        return None
+        if self.stream is not None:
+            _join(self.stream, self.mark, None)
 
     def elapsed_time(self, end_event: Event) -> float:
         if self.at is None or end_event.at is None:
@@ -153,24 +161,30 @@ class Event:
 
 
 class Stream:
-    """A CUDA stream on a synchronous device: work runs when issued, in order."""
+    """A CUDA stream on a synchronous device: work runs when issued, in order. What a GPU
+    would leave unordered is still tracked: each use of a side stream counts as work issued,
+    and the work counts as joined once the host, another stream or an event waited for it."""
 
     def __init__(self, device: Any = None, priority: int = 0, **_: Any) -> None:
         self.device = torch.device("cuda", 0)
         self.priority = priority
         self.cuda_stream = id(self)
+        self.issued = self.joined = 0
+        _streams.add(self)
 
     def query(self) -> bool:
         return True
 
     def synchronize(self) -> None:
-        return None
+        _join(self, self.issued, None)
 
     def wait_stream(self, stream: Any) -> None:
-        return None
+        if isinstance(stream, Stream):
+            _join(stream, stream.issued, self)
 
     def wait_event(self, event: Any) -> None:
-        return None
+        if isinstance(event, Event):
+            event.wait(self)
 
     def record_event(self, event: Event | None = None) -> Event:
         event = event or Event()
@@ -179,12 +193,41 @@ class Stream:
 
     def __enter__(self) -> Stream:
         _current.append(self)
+        self.use()
         return self
 
     def __exit__(self, *exc: object) -> None:
         _current.pop()
 
+    def use(self) -> None:
+        if self is not _default:
+            self.issued += 1
 
+
+def _join(source: Stream, upto: int, into: Stream | None) -> None:
+    """`into` (the host if None) waits for `source`'s work up to `upto`; waiting on a side
+    stream makes that stream's later work depend on it, so it must be joined in turn."""
+    if upto > source.joined:
+        source.joined = upto
+        if into is not None:
+            into.use()
+
+
+def unjoined() -> bool:
+    """Whether work issued on a side stream was left without anything waiting for it (on a
+    GPU, whatever reads its results races it); forgets that work."""
+    left = [s for s in _streams if s.issued > s.joined]
+    for stream in left:
+        stream.joined = stream.issued
+    return bool(left)
+
+
+def _synchronize(device: Any = None) -> None:
+    for stream in _streams:
+        stream.joined = stream.issued
+
+
+_streams: weakref.WeakSet[Stream] = weakref.WeakSet()
 _default = Stream()
 _current: list[Stream] = [_default]
 
@@ -213,6 +256,7 @@ class _Device:
 
 def _set_stream(stream: Stream) -> None:
     _current[-1:] = [stream]
+    stream.use()
 
 
 def _cuda_api() -> dict[str, Any]:
@@ -225,7 +269,7 @@ def _cuda_api() -> dict[str, Any]:
         "get_device_capability": lambda device=None: CAPABILITY,
         "get_device_properties": lambda device=None: props,
         "is_bf16_supported": lambda including_emulation=True: True,
-        "synchronize": lambda device=None: None, "empty_cache": lambda: None,
+        "synchronize": _synchronize, "empty_cache": lambda: None,
         "ipc_collect": lambda: None,
         "manual_seed": lambda seed: None, "manual_seed_all": lambda seed: None,
         "seed": lambda: None, "seed_all": lambda: None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import hashlib
 import io
 import os
 import re
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import types
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -138,7 +140,16 @@ class GpuCompiler:
     def _ptx(self, twin: JITFunction[Any], signature: dict[str, str],
              constexprs: dict[Any, Any], attrs: dict[Any, Any],
              options: Any) -> tuple[Any, dict[str, Any], Any]:
-        """Triton's own pipeline (`triton.compile`) up to the PTX, without its disk cache."""
+        """Triton's own pipeline (`triton.compile`) up to the PTX, without its disk cache, and
+        without line info: it names the run's scratch directory, so the same kernel would
+        give other PTX in every run."""
+        with knobs.compilation.scope():
+            knobs.compilation.disable_line_info = True
+            return self._stages(twin, signature, constexprs, attrs, options)
+
+    def _stages(self, twin: JITFunction[Any], signature: dict[str, str],
+                constexprs: dict[Any, Any], attrs: dict[Any, Any],
+                options: Any) -> tuple[Any, dict[str, Any], Any]:
         src = ASTSource(twin, signature, constexprs, attrs)
         metadata: dict[str, Any] = {"hash": "", "target": TARGET, **options.__dict__}
         stages: dict[str, Any] = {}
@@ -226,8 +237,27 @@ def assemble(ptx: str, timeout_s: float = 60.0) -> tuple[int | None, int | None]
 
 
 def assemble_all(ptxs: list[str], timeout_s: float = 60.0) -> list[tuple[int | None, int | None]]:
-    """`assemble` for several kernels, their ptxas processes side by side. The PTX is the
-    compiler's output for a candidate's kernels: data for ptxas, run without a shell."""
+    """`assemble` for several kernels, their ptxas processes side by side; what ptxas
+    reported for the same PTX before is remembered (resubmitted and shared kernels)."""
+    keys = [hashlib.sha256(ptx.encode()).hexdigest() for ptx in ptxs]
+    todo = {key: ptx for key, ptx in zip(keys, ptxs, strict=True) if key not in _ASSEMBLED}
+    for key, counts in zip(todo, _run_ptxas(list(todo.values()), timeout_s), strict=True):
+        if counts != (None, None):
+            _ASSEMBLED[key] = counts
+    while len(_ASSEMBLED) > _ASSEMBLED_KEPT:
+        _ASSEMBLED.popitem(last=False)
+    return [_ASSEMBLED.get(key, (None, None)) for key in keys]
+
+
+_ASSEMBLED: OrderedDict[str, tuple[int | None, int | None]] = OrderedDict()
+_ASSEMBLED_KEPT = 512
+
+
+def _run_ptxas(ptxs: list[str], timeout_s: float) -> list[tuple[int | None, int | None]]:
+    """ptxas on each PTX, side by side. The PTX is the compiler's output for a candidate's
+    kernels: data for ptxas, run without a shell."""
+    if not ptxs:
+        return []
     ptxas = get_ptxas(TARGET.arch).path
     arch = f"--gpu-name={sm_arch_from_capability(TARGET.arch)}"
     nobody = _NOBODY if os.geteuid() == 0 else None

@@ -70,8 +70,21 @@ def warm_up(device: str) -> None:
     with traced(poison=True):  # the first dispatch mode imports torch._dynamo (~1.5 s)
         x = torch.zeros(4)
     if device == "cpu":
+        from torch.utils import cpp_extension  # noqa: F401  (wrapped in each child: 60 ms)
+
+        _interpret_as_compiled()
         _warm_kernel[(1,)](x, 4, BLOCK=4)
         gpu_compile.warm_up(_warm_kernel, (x, 4), {"BLOCK": 4})
+
+
+def _interpret_as_compiled() -> None:
+    """The interpreter builds integer-overflow checks into every int32 add, sub and mul, then
+    drops their assert because it never runs in debug mode; compiled kernels outside debug
+    mode have none. Turning them off changes no result and halves a simple kernel's time."""
+    from triton.runtime import interpreter
+
+    builder = interpreter.interpreter_builder
+    builder.options = dataclasses.replace(builder.options, sanitize_overflow=False)
 
 
 @triton.jit
@@ -81,7 +94,12 @@ def _warm_kernel(x_ptr, n, BLOCK: tl.constexpr):
 
 
 def set_seed(seed: int) -> None:
-    torch.manual_seed(seed)
+    """What `torch.manual_seed` seeds for the devices used here (the host; CUDA where there
+    is one), without its lazy seeding of xpu and mtia, which records a stack trace per call:
+    milliseconds each under the audit hook."""
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    torch.default_generator.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))
 
@@ -205,11 +223,11 @@ def sync(device: torch.device) -> None:
 
 
 @contextmanager
-def traced(poison: bool = False, output_numel: int = 0,
-           mon: monitor.Monitor | None = None) -> Iterator[monitor.OpTracer]:
+def traced(poison: bool = False, output_numel: int = 0, mon: monitor.Monitor | None = None,
+           follow_kernels: bool = True) -> Iterator[monitor.OpTracer]:
     """Trace the ops of a call; with `mon`, flag a tracer the call removed or whose records
     it altered (candidate code can reach the tracer through torch's mode stack)."""
-    tracer = monitor.OpTracer(poison=poison, output_numel=output_numel)
+    tracer = monitor.OpTracer(poison, output_numel, follow_kernels)
     held = tracer_guard.guard(tracer)
     with tracer:
         yield tracer
@@ -411,6 +429,7 @@ class _CandidateRun:
         alone: dict[str, float] = {}
         kernel_elements: list[int] = []
         torch_made: list[str] = []
+        torch_scaled: list[str] = []
         structures: list[str] = []
         for k in range(len(self.trial_inputs)):
             start = len(self.mon.launches)
@@ -423,6 +442,7 @@ class _CandidateRun:
             _add_work(alone, tracer.work_alone)
             kernel_elements.append(tracer.kernel_elements)
             torch_made.append(tracer.torch_made(ys, self.cfg["atol"], self.cfg["rtol"]))
+            torch_scaled.append(tracer.torch_made(ys, self.cfg["atol"], self.cfg["rtol"], True))
             downcasts += tracer.downcasts
             own.append(sum(launch.own for launch in self.mon.launches[start:]))
         probes = self._probes()
@@ -433,7 +453,8 @@ class _CandidateRun:
         header = {
             "ok": True, "counts": counts, "structures": structures, "ops": dict(ops),
             "work": work, "work_alone": alone, "kernel_elements": kernel_elements,
-            "torch_made": torch_made, "params": fingerprints(self.model),
+            "torch_made": torch_made, "torch_scaled": torch_scaled,
+            "params": fingerprints(self.model),
             "load_ops": dict(loading.ops), "load_work": dict(loading.work),
             "downcasts": (downcasts + self.mon.kernel_downcasts)[:8],
             "own_launches_per_trial": own,
@@ -477,15 +498,20 @@ class _CandidateRun:
         return Failure("compile_error", gpu_compile.GpuCompileError(self.mon.compile_errors[0]),
                        self.path)
 
-    def _forward(self, inputs: list[Any], poison: bool = False,
-                 grad: bool = False) -> tuple[list[torch.Tensor], monitor.OpTracer]:
+    def _forward(self, inputs: list[Any], poison: bool = False, grad: bool = False,
+                 counted: bool = False) -> tuple[list[torch.Tensor], monitor.OpTracer]:
+        """One call of the candidate; `counted` for a trial, whose work goes into the account."""
         def call() -> tuple[list[torch.Tensor], monitor.OpTracer]:
-            with torch.set_grad_enabled(grad), \
-                    traced(poison, self.job.get("output_numel", 0), self.mon) as tracer:
+            with torch.set_grad_enabled(grad), traced(
+                    poison, self.job.get("output_numel", 0), self.mon, counted) as tracer:
                 tracer.state_ptrs = _storages([*self.model.parameters(), *self.model.buffers()])
                 tracer.forward = True
                 out = self.model(*inputs)
                 callbacks.settle(self.base, self.mon)  # before anything of the judge's runs
+                if cuda_on_cpu.unjoined():
+                    self.mon.flag("side_stream", "work issued on a side CUDA stream was not "
+                                  "waited for before the forward returned: on a GPU, reading "
+                                  "its output races it")
                 self.structure = structure(out)
                 ys = flatten(out)
             return tensors_only(ys, self.path), tracer
@@ -495,7 +521,7 @@ class _CandidateRun:
 
     def _trial(self, inputs: list[Any]) -> tuple[list[torch.Tensor], monitor.OpTracer]:
         saved = timing.clones(inputs)
-        ys, tracer = self._forward(inputs)
+        ys, tracer = self._forward(inputs, counted=True)
         for y in ys:
             if _type(y) is not _Tensor:
                 self.mon.flag("lazy_tensor", f"forward returned {_type(y).__qualname__}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from evaluator.config import LARGE_MAGNITUDE
+from evaluator.config import LARGE_MAGNITUDE, POLICIES
 from evaluator.result import (
     CompiledKernel,
     ErrorInfo,
@@ -82,6 +82,9 @@ class _Seen:
 
 
 def _settle(result: EvalResult, seen: _Seen, policy: str) -> None:
+    base, before = result.status, result.policy_statuses  # before: the correctness phase's
+    result.policy_statuses = {p: Status.HACKED if seen.settle(p)[0] else before.get(p, base)
+                              for p in POLICIES}
     result.policy = policy
     result.hacks, result.findings = seen.settle(policy)
     if result.hacks:
@@ -306,18 +309,21 @@ def _framework_compute(ref: dict[str, Any], cand: dict[str, Any], profile: Profi
     ops = ", ".join(profile.torch_compute_ops)
     cheats, lazy = [], []
     made = cand.get("torch_made", [])
+    scaled = cand.get("torch_scaled") or [""]
     if made and all(made):
         cheats.append(Hack(HackKind.FRAMEWORK_COMPUTE,
                            f"torch computed the output ({made[0]}); the Triton kernels only "
                            "moved it"))
-    elif ref_ns > 0 and alone_ns >= _NONE_LEFT * ref_ns and \
-            min(cand.get("kernel_elements") or [0]) < output_numel:
+    elif ref_ns > 0 and alone_ns >= _NONE_LEFT * ref_ns and (
+            min(cand.get("kernel_elements") or [0]) < output_numel or all(scaled)):
         raised = [f"{r['name']} raised {', '.join(r['raised'])}"
                   for r in cand["launches"] if r["own"] and r["raised"]]
         note = f" after {'; '.join(raised)} (fallback)" if raised else ""
+        rescaled = f"; the Triton kernels only rescaled torch's {scaled[0]}" if all(scaled) else ""
         cheats.append(Hack(HackKind.FRAMEWORK_COMPUTE,
                            f"the forward ran torch {ops}{note}: {_share_text(alone_ns, ref_ns)}"
-                           " on data no Triton kernel computed, so Triton replaced none of it"))
+                           f" on data no Triton kernel computed, so Triton replaced none of it"
+                           f"{rescaled}"))
     elif torch_ns > _GLUE_SHARE * ref_ns:
         lazy.append(Hack(HackKind.FRAMEWORK_COMPUTE,
                          f"the forward ran torch {ops}: {_share_text(torch_ns, ref_ns)}"))

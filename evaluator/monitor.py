@@ -431,8 +431,12 @@ class OpTracer(TorchDispatchMode):
     keeps what torch computed from the inputs alone, so that an output Triton only copied can
     be told apart; optionally poisons fresh allocations."""
 
-    def __init__(self, poison: bool = False, output_numel: int = 0) -> None:
+    def __init__(self, poison: bool = False, output_numel: int = 0,
+                 follow_kernels: bool = True) -> None:
         super().__init__()
+        self.follow_kernels = follow_kernels
+        """Look at what each own kernel wrote (the provenance behind the work account); the
+        probes, whose work is not counted, skip it."""
         self.ops: Counter[str] = Counter()
         self.output_numel = output_numel
         self.work: dict[str, float] = {}
@@ -459,7 +463,6 @@ class OpTracer(TorchDispatchMode):
         self.constants: set[int] = set()
         self.kernel_elements = 0
         """Elements the candidate's own kernels computed (not merely copied)."""
-        self._quiet = False
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def __enter__(self) -> OpTracer:
@@ -473,8 +476,8 @@ class OpTracer(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if self._quiet or _called_from_triton():
-            return out  # the judge's own copies, autotuning, the interpreter's tensor work
+        if _called_from_triton():
+            return out  # autotuning, the interpreter's tensor work
         name = _op_name(func)
         self.ops[name] += 1
         self._account(name, func, args, kwargs or {}, out)
@@ -527,47 +530,45 @@ class OpTracer(TorchDispatchMode):
 
     def before_launch(self, tensors: list[torch.Tensor]) -> None:
         """Copies of what an own kernel is given, to see afterwards what it wrote."""
-        self._quiet = True
-        try:
+        with _unwatched(), _unwatched_dispatch():
             self._pending = [(t, t.detach().clone()) for t in tensors if not t.is_complex()]
-        finally:
-            self._quiet = False
 
     def after_launch(self) -> None:
         """A storage the kernel changed holds its work, unless it was a copy or a re-layout
         (as many values as its largest argument, every one of them a value it was given):
         then the data keeps its origin, so moving torch's own result, or the inputs into a
         buffer for torch, is no kernel's work."""
-        self._quiet = True
         try:
-            given = [(t, old) for t, old in self._pending if old.numel()]
-            written = [t for t, old in given if not _unchanged(t, old)]
-            if not written:
-                return
-            pool = _cat([old.reshape(-1).double() for _, old in given])
-            origins = {_storage_ptr(t) for t, _ in given}
-            largest = max(old.numel() for _, old in given)
-            for t in written:
-                ptr = _storage_ptr(t)
-                if ptr is None:
-                    continue
-                moved = t.numel() >= largest and bool(
-                    _isin(t.detach().reshape(-1).double(), pool).all())
-                if moved and origins & self.from_triton:
-                    self.from_triton.add(ptr)
-                elif moved and origins & self.computed.keys():
-                    op = next(self.computed[p] for p in origins if p in self.computed)
-                    self.computed[ptr] = op
-                    self._keep(op, [t])
-                elif not moved:
-                    self.kernel_elements += t.numel()
-                    self.from_triton.add(ptr)
-                    self.computed.pop(ptr, None)
-                self.state_ptrs.discard(ptr)
-                self.derived.discard(ptr)
+            with _unwatched(), _unwatched_dispatch():
+                self._written()
         finally:
             self._pending = []
-            self._quiet = False
+
+    def _written(self) -> None:
+        given = [(t, old) for t, old in self._pending if old.numel()]
+        written = [t for t, old in given if not _unchanged(t, old)]
+        if not written:
+            return
+        pool = _cat([old.reshape(-1).double() for _, old in given])
+        origins = {_storage_ptr(t) for t, _ in given}
+        largest = max(old.numel() for _, old in given)
+        for t in written:
+            ptr = _storage_ptr(t)
+            if ptr is None:
+                continue
+            moved = t.numel() >= largest and _all_given(t, given, pool)
+            if moved and origins & self.from_triton:
+                self.from_triton.add(ptr)
+            elif moved and origins & self.computed.keys():
+                op = next(self.computed[p] for p in origins if p in self.computed)
+                self.computed[ptr] = op
+                self._keep(op, [t])
+            elif not moved:
+                self.kernel_elements += t.numel()
+                self.from_triton.add(ptr)
+                self.computed.pop(ptr, None)
+            self.state_ptrs.discard(ptr)
+            self.derived.discard(ptr)
 
     def _keep(self, name: str, outs: list[torch.Tensor]) -> None:
         for t in outs:
@@ -580,12 +581,14 @@ class OpTracer(TorchDispatchMode):
                 del self.torch_only[: i + 1]
                 break
 
-    def torch_made(self, outputs: list[torch.Tensor], atol: float, rtol: float) -> str:
-        """The torch op whose own result every output is (up to layout and tolerance), or ''."""
+    def torch_made(self, outputs: list[torch.Tensor], atol: float, rtol: float,
+                   scaled: bool = False) -> str:
+        """The torch op whose own result every output is (up to layout and tolerance; with
+        `scaled`, up to a scalar scale and shift instead), or ''."""
+        same = _affine_of if scaled else _same_values
         names = []
         for y in outputs:
-            name = next((n for n, t in reversed(self.torch_only) if _same_values(t, y, atol, rtol)),
-                        "")
+            name = next((n for n, t in reversed(self.torch_only) if same(t, y, atol, rtol)), "")
             if not name:
                 return ""
             names.append(name)
@@ -600,6 +603,25 @@ class OpTracer(TorchDispatchMode):
             return
         if src in (torch.float32, torch.float64) and dst in _LOW_FLOATS:
             self.downcasts.append(f"{name} {src} -> {dst}")
+
+
+def _all_given(t: torch.Tensor, given: list[tuple[torch.Tensor, torch.Tensor]],
+               pool: torch.Tensor) -> bool:
+    """Every value of `t` is one the kernel was given. Cheap steps first: values an argument
+    of the same size holds at the same place need no search (a copy leaves none); a sample of
+    the rest missing from the pool means real work; only then the full membership test."""
+    flat = t.detach().reshape(-1).double()
+    unplaced = _ones_like(flat, dtype=torch.bool)
+    for _, old in given:
+        if old.numel() == flat.numel():
+            unplaced &= flat != old.reshape(-1).double()
+    rest = flat[unplaced]
+    if not rest.numel():
+        return True
+    sample = rest[_linspace(0, rest.numel() - 1, min(16, rest.numel())).long()]
+    if not all(bool((pool == value).any()) for value in sample):
+        return False
+    return bool(_isin(_unique(rest), pool).all())
 
 
 def _unchanged(t: torch.Tensor, old: torch.Tensor) -> bool:
@@ -625,8 +647,26 @@ def _same_values(kept: torch.Tensor, y: torch.Tensor, atol: float, rtol: float) 
         _sort(b).values, _sort(a).values, atol=atol, rtol=rtol)
 
 
+def _affine_of(kept: torch.Tensor, y: torch.Tensor, atol: float, rtol: float) -> bool:
+    """y = a·kept + b within tolerance, for scalars a != 0 and b (least squares)."""
+    if kept.numel() != y.numel() or kept.numel() < 2 or y.is_complex() or kept.is_complex():
+        return False
+    a, b = kept.detach().reshape(-1).double(), y.detach().reshape(-1).double()
+    if not bool(_isfinite(a).all() and _isfinite(b).all()):
+        return False
+    centred = a - a.mean()
+    spread = float((centred * centred).sum())
+    if spread == 0.0:
+        return False
+    scale = float((centred * (b - b.mean())).sum()) / spread
+    return scale != 0.0 and _allclose(b, scale * centred + b.mean(), atol=atol, rtol=rtol)
+
+
 _allclose, _isfinite, _sort = torch.allclose, torch.isfinite, torch.sort
 _equal, _cat, _isin, _isnan = torch.equal, torch.cat, torch.isin, torch.isnan
+_linspace, _unique, _ones_like = torch.linspace, torch.unique, torch.ones_like
+_unwatched, _unwatched_dispatch = torch._C.DisableTorchFunction, torch._C._DisableTorchDispatch
+"""For the judge's own tensor work inside a forward: no mode sees it."""
 _TRACERS: list[OpTracer] = []
 """The op tracers in force, innermost last: own launches report to the innermost."""
 
@@ -795,6 +835,8 @@ def _hook_launches(monitor: Monitor) -> None:
             if not monitor.on_launch(self, args, kwargs):
                 return None
             tracer = _TRACERS[-1] if _TRACERS and monitor.launches[-1].own else None
+            if tracer is not None and not tracer.follow_kernels:
+                tracer = None
             if tracer is not None:
                 tracer.before_launch(tensors_in((args, kwargs)))
             try:
@@ -821,7 +863,8 @@ def _hook_grid_executor(monitor: Monitor) -> None:
         if monitor.by_untrusted(2):
             monitor.refuse("sandbox_escape", "ran a kernel through the interpreter's executor, "
                            "around the judge's launch checks")
-        return execute(self, *args, **kwargs)
+        with _unwatched(), _unwatched_dispatch():
+            return execute(self, *args, **kwargs)
 
     interpreter.GridExecutor.__call__ = guarded
 
@@ -876,8 +919,9 @@ def _lossless(data: Any, dst: Any) -> bool:
     return bool(torch.equal(back, t) | (back.isnan() & t.isnan()).all())
 
 
-def snapshot() -> dict[str, int]:
-    """Identity of the callables a candidate could patch to fool the judge."""
+def snapshot() -> dict[str, Any]:
+    """The callables a candidate could patch to fool the judge (the objects themselves: `id`
+    raises an audit event, and thousands of them cost the hook milliseconds)."""
     import builtins
 
     spaces: dict[str, Any] = {
@@ -899,16 +943,16 @@ def snapshot() -> dict[str, int]:
             for value in list(vars(module).values()):
                 if isinstance(value, type) and value.__module__ == name:
                     spaces[f"{name}.{value.__qualname__}"] = value
-    ids = {}
+    found = {}
     for prefix, space in spaces.items():
         for key, value in list(vars(space).items()):
             if callable(value) or isinstance(value, types.ModuleType):
-                ids[f"{prefix}.{key}"] = id(value)
-    return ids
+                found[f"{prefix}.{key}"] = value
+    return found
 
 
 _MUTABLE = frozenset({"os.environ", "sys.stdout", "sys.stderr", "sys.stdin"})
 
 
-def patched(before: dict[str, int], after: dict[str, int]) -> list[str]:
-    return sorted(k for k, v in before.items() if after.get(k) != v and k not in _MUTABLE)
+def patched(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    return sorted(k for k, v in before.items() if after.get(k) is not v and k not in _MUTABLE)

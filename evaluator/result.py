@@ -141,6 +141,9 @@ class EvalResult:
     findings: list[Hack] = field(default_factory=list)
     """What the judge saw that does not fail under `policy` (reported, not failing)."""
     policy: str = "standard"
+    policy_statuses: dict[str, Status] = field(default_factory=dict)
+    """The status each policy gives what this run saw (its trials' inputs are `policy`'s):
+    e.g. a KernelGYM success that `standard` calls hacked."""
     ref_ms: float | None = None
     kernel_ms: float | None = None
     speedup: float | None = None
@@ -170,6 +173,7 @@ class EvalResult:
     def from_dict(cls, data: dict[str, Any]) -> EvalResult:
         data = dict(data)
         data["status"] = Status(data["status"])
+        data["policy_statuses"] = {k: Status(v) for k, v in data.get("policy_statuses", {}).items()}
         if data.get("error"):
             data["error"] = ErrorInfo(**data["error"])
         for key in ("hacks", "findings"):

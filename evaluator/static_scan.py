@@ -7,10 +7,6 @@ import ast
 from evaluator.result import Hack, HackKind
 
 _CALLS = {
-    "torch.cuda.Stream": HackKind.SIDE_STREAM,
-    "torch.cuda.stream": HackKind.SIDE_STREAM,
-    "torch.cuda.set_stream": HackKind.SIDE_STREAM,
-    "torch.cuda.ExternalStream": HackKind.SIDE_STREAM,
     "torch.Tensor._make_subclass": HackKind.LAZY_TENSOR,
     "sys._getframe": HackKind.INTROSPECTION,
     "inspect.currentframe": HackKind.INTROSPECTION,

@@ -55,6 +55,8 @@ def result_to_proto(result: EvalResult) -> rpb.EvalResult:
         message.trial_seed = result.trial_seed
     if result.scaling is not None:
         message.scaling.CopyFrom(_scaling_to_proto(result.scaling))
+    for policy, status in result.policy_statuses.items():
+        message.policy_statuses[policy] = _STATUS_TO_PB[status]
     for name in ("ref_timing", "kernel_timing"):
         timing: TimingStats | None = getattr(result, name)
         if timing is not None:
@@ -116,6 +118,7 @@ def result_from_proto(message: rpb.EvalResult) -> EvalResult:
         compile_target=p.compile_target,
     )
     result.trial_seed = message.trial_seed if message.HasField("trial_seed") else None
+    result.policy_statuses = {p: _STATUS_FROM_PB[v] for p, v in message.policy_statuses.items()}
     if message.HasField("scaling"):
         result.scaling = Scaling(
             constants={k: [v.written, v.run] for k, v in message.scaling.constants.items()},

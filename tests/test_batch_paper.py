@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from batch_support import EXAMPLES, ScriptedByProblem, answer, source
+from judge_support import FIXTURES
 from transformers import AutoTokenizer
 
 from evaluator import EvalConfig, Evaluator
@@ -96,6 +97,41 @@ def test_paper_metrics_single_shot_per_turn_last_and_best() -> None:
     assert again == records[0]
     html = render_report(records)
     assert "Paper metrics" in html and "<td>best across turns</td><td>75.0%</td>" in html
+
+
+def test_report_counts_kernelgym_successes_the_other_policies_fail() -> None:
+    lazy = {"kernelgym": "correct", "standard": "hacked", "strict": "hacked"}
+    partial = {"kernelgym": "correct", "standard": "correct", "strict": "hacked"}
+    full = dict.fromkeys(("kernelgym", "standard", "strict"), "correct")
+    wrong = dict.fromkeys(("kernelgym", "standard", "strict"), "incorrect")
+    turns = [TurnRecord(i, 0, s["kernelgym"], None, 0.0, 10, s)
+             for i, s in enumerate((lazy, partial, full, wrong, lazy), start=1)]
+    m = paper_metrics([ProblemRecord("a", "a", "correct", turns)])
+    assert (m.rejected.kernelgym_correct, m.rejected.standard, m.rejected.strict) == (4, 2, 3)
+    assert "Of the 4 candidates KernelGYM's rules pass, <code>standard</code> fails 2" in (
+        render_report([ProblemRecord("a", "a", "correct", turns)]))
+    assert paper_metrics([record("b", ("correct", None))]).rejected.kernelgym_correct == 0
+
+
+@pytest.mark.asyncio
+async def test_a_kernelgym_batch_shows_what_standard_rejects(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    """torch does the ReLU and a Triton kernel copies it: KernelGYM's reward passes it."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    problems = find_problems([str(EXAMPLES / "relu/reference.py")])
+    lazy = (FIXTURES / "partial/relu_torch_copy.py").read_text()
+    backend = ScriptedByProblem(tokenizer, {"relu": [answer(lazy)]})
+    settings = BatchSettings(out=tmp_path / "out", turns=1, max_turns=1)
+    config = EvalConfig(device="cpu", correct_trials=2, policy="kernelgym")
+    async with Evaluator(workers=1, config=config) as ev:
+        solver = LocalSolver(backend, ev, LoopConfig(max_turns=1),
+                             TurnBudget([p.name for p in problems], 1, 1), None)
+        await run(problems, solver, settings)
+    rejected = json.loads((tmp_path / "out/metrics.json").read_text())["rejected"]
+    assert rejected == {"kernelgym_correct": 1, "standard": 1, "strict": 1}
+    [line] = (tmp_path / "out/results.jsonl").read_text().splitlines()
+    assert json.loads(line)["turns"][0]["policy_statuses"] == {
+        "standard": "hacked", "strict": "hacked", "kernelgym": "correct"}
 
 
 @pytest.mark.asyncio

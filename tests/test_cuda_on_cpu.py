@@ -136,3 +136,30 @@ def test_the_judge_itself_still_sees_the_host() -> None:
                           text=True, timeout=120, env={"TRITON_INTERPRET": "1",
                                                        "PYTHONPATH": str(ROOT)})
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_side_stream_work_counts_as_joined_only_once_something_waits_for_it() -> None:
+    """As on a GPU: a stream, an event or the host must wait for a side stream's work before
+    its output is read; waiting through another side stream hands the duty on."""
+    from evaluator import cuda_on_cpu
+
+    side, other = cuda_on_cpu.Stream(), cuda_on_cpu.Stream()
+    with side:
+        pass
+    assert cuda_on_cpu.unjoined() and not cuda_on_cpu.unjoined()  # reported once
+    with side:
+        done = side.record_event()
+    cuda_on_cpu._default.wait_event(done)
+    assert not cuda_on_cpu.unjoined()
+    with side:
+        pass
+    other.wait_stream(side)  # now `other` holds work the default stream never waited for
+    assert cuda_on_cpu.unjoined()
+    with side:
+        pass
+    other.wait_stream(side)
+    cuda_on_cpu._synchronize()
+    assert not cuda_on_cpu.unjoined()
+    cuda_on_cpu._set_stream(side)
+    cuda_on_cpu._set_stream(cuda_on_cpu._default)
+    assert cuda_on_cpu.unjoined()

@@ -30,6 +30,23 @@ class Figures:
 
 
 @dataclass(frozen=True)
+class Rejections:
+    """Candidates KernelGYM's rules pass (the reward Dr.Kernel was trained on), and how many
+    of them each stricter policy fails on the same observations."""
+
+    kernelgym_correct: int
+    standard: int
+    strict: int
+
+
+def rejections(records: list[ProblemRecord]) -> Rejections:
+    passed = [t.policy_statuses for r in records for t in r.turns
+              if t.policy_statuses.get("kernelgym") == "correct"]
+    return Rejections(len(passed), *(sum(s.get(p) != "correct" for s in passed)
+                                     for p in ("standard", "strict")))
+
+
+@dataclass(frozen=True)
 class PaperMetrics:
     single_shot: Figures
     last_turn: Figures
@@ -38,6 +55,7 @@ class PaperMetrics:
     """Index 0 is turn 1."""
     speed_measured: bool
     """False when no candidate's speed was measured (a CPU judge): Fast@p is then 0."""
+    rejected: Rejections
 
 
 def paper_metrics(records: list[ProblemRecord]) -> PaperMetrics:
@@ -48,6 +66,7 @@ def paper_metrics(records: list[ProblemRecord]) -> PaperMetrics:
         best=_figures(records, _best),
         per_turn=[_figures(records, _at(t)) for t in range(1, turns + 1)],
         speed_measured=any(t.speedup is not None for r in records for t in r.turns),
+        rejected=rejections(records),
     )
 
 
@@ -94,4 +113,15 @@ def paper_table(metrics: PaperMetrics) -> str:
             "<p>Speed was not measured (CPU judge), so Fast@p is 0.</p>")
     return (f"<h2>Paper metrics</h2><p>Share of {metrics.best.problems} problems: correct, "
             "and at least 1× or 1.2× as fast as the reference.</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}")
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
+            + _rejections_text(metrics.rejected))
+
+
+def _rejections_text(rejected: Rejections) -> str:
+    if not rejected.kernelgym_correct:
+        return ""
+    n = rejected.kernelgym_correct
+    return (f"<p>Of the {n} candidate{'s' if n != 1 else ''} KernelGYM's rules pass, "
+            f"<code>standard</code> fails {rejected.standard} (cheats KernelGYM does not "
+            f"check) and <code>strict</code> fails {rejected.strict} (also partial work "
+            "left to torch).</p>")

@@ -24,13 +24,18 @@ class TurnRecord:
     speedup: float | None
     reward: float
     generated_tokens: int
+    policy_statuses: dict[str, str] = field(default_factory=dict)
+    """The status each evaluator policy gives the candidate (see `EvalResult`)."""
 
     @classmethod
     def of(cls, turn: Turn) -> TurnRecord:
         result = turn.result
-        status = "format_error" if result is None else result.status.value
-        return cls(turn.turn, turn.sample, status, None if result is None else result.speedup,
-                   turn.reward, turn.usage.generated_tokens)
+        if result is None:
+            return cls(turn.turn, turn.sample, "format_error", None, turn.reward,
+                       turn.usage.generated_tokens)
+        return cls(turn.turn, turn.sample, result.status.value, result.speedup, turn.reward,
+                   turn.usage.generated_tokens,
+                   {p: s.value for p, s in result.policy_statuses.items()})
 
     @property
     def correct(self) -> bool:

@@ -154,7 +154,14 @@ class CompiledKernel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., registers: _Optional[int] = ..., spill_bytes: _Optional[int] = ..., shared_bytes: _Optional[int] = ..., num_warps: _Optional[int] = ...) -> None: ...
 
 class EvalResult(_message.Message):
-    __slots__ = ("status", "compiled", "correct", "trials_passed", "trials_total", "max_abs_diff", "mean_abs_diff", "error", "hacks", "ref_ms", "kernel_ms", "speedup", "speedup_note", "ref_timing", "kernel_timing", "device", "profile", "reward", "evaluator_version", "elapsed_s", "policy", "findings", "trial_seed", "scaling")
+    __slots__ = ("status", "compiled", "correct", "trials_passed", "trials_total", "max_abs_diff", "mean_abs_diff", "error", "hacks", "ref_ms", "kernel_ms", "speedup", "speedup_note", "ref_timing", "kernel_timing", "device", "profile", "reward", "evaluator_version", "elapsed_s", "policy", "findings", "trial_seed", "scaling", "policy_statuses")
+    class PolicyStatusesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: EvalStatus
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[EvalStatus, str]] = ...) -> None: ...
     STATUS_FIELD_NUMBER: _ClassVar[int]
     COMPILED_FIELD_NUMBER: _ClassVar[int]
     CORRECT_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +186,7 @@ class EvalResult(_message.Message):
     FINDINGS_FIELD_NUMBER: _ClassVar[int]
     TRIAL_SEED_FIELD_NUMBER: _ClassVar[int]
     SCALING_FIELD_NUMBER: _ClassVar[int]
+    POLICY_STATUSES_FIELD_NUMBER: _ClassVar[int]
     status: EvalStatus
     compiled: bool
     correct: bool
@@ -203,7 +211,8 @@ class EvalResult(_message.Message):
     findings: _containers.RepeatedCompositeFieldContainer[Hack]
     trial_seed: int
     scaling: Scaling
-    def __init__(self, status: _Optional[_Union[EvalStatus, str]] = ..., compiled: _Optional[bool] = ..., correct: _Optional[bool] = ..., trials_passed: _Optional[int] = ..., trials_total: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., hacks: _Optional[_Iterable[_Union[Hack, _Mapping]]] = ..., ref_ms: _Optional[float] = ..., kernel_ms: _Optional[float] = ..., speedup: _Optional[float] = ..., speedup_note: _Optional[str] = ..., ref_timing: _Optional[_Union[TimingStats, _Mapping]] = ..., kernel_timing: _Optional[_Union[TimingStats, _Mapping]] = ..., device: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., reward: _Optional[float] = ..., evaluator_version: _Optional[str] = ..., elapsed_s: _Optional[float] = ..., policy: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Hack, _Mapping]]] = ..., trial_seed: _Optional[int] = ..., scaling: _Optional[_Union[Scaling, _Mapping]] = ...) -> None: ...
+    policy_statuses: _containers.ScalarMap[str, EvalStatus]
+    def __init__(self, status: _Optional[_Union[EvalStatus, str]] = ..., compiled: _Optional[bool] = ..., correct: _Optional[bool] = ..., trials_passed: _Optional[int] = ..., trials_total: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., hacks: _Optional[_Iterable[_Union[Hack, _Mapping]]] = ..., ref_ms: _Optional[float] = ..., kernel_ms: _Optional[float] = ..., speedup: _Optional[float] = ..., speedup_note: _Optional[str] = ..., ref_timing: _Optional[_Union[TimingStats, _Mapping]] = ..., kernel_timing: _Optional[_Union[TimingStats, _Mapping]] = ..., device: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., reward: _Optional[float] = ..., evaluator_version: _Optional[str] = ..., elapsed_s: _Optional[float] = ..., policy: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Hack, _Mapping]]] = ..., trial_seed: _Optional[int] = ..., scaling: _Optional[_Union[Scaling, _Mapping]] = ..., policy_statuses: _Optional[_Mapping[str, EvalStatus]] = ...) -> None: ...
 
 class Scaling(_message.Message):
     __slots__ = ("constants", "input_shapes")
