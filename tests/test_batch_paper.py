@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from batch_support import EXAMPLES, ScriptedByProblem, answer, source
-from judge_support import FIXTURES
 from transformers import AutoTokenizer
 
 from evaluator import EvalConfig, Evaluator
@@ -29,6 +28,7 @@ from server.batch import (
 )
 from server.batch.metrics import paper_metrics
 from server.batch.problems import ProblemFile
+from tests.judge_support import FIXTURES
 
 RELU = source("relu/reference.py")
 GELU = source("gelu/reference.py")

@@ -4,16 +4,13 @@ problems still progressing, results, kernels, the report, resuming, and `--serve
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from batch_support import EXAMPLES, ScriptedByProblem, answer, source
 from server_harness import running
-from transformers import AutoTokenizer
 
-from evaluator import EvalConfig, Evaluator
+from evaluator import Evaluator
 from refine import LoopConfig
 from server.batch import (
     BatchProgress,
@@ -42,16 +39,7 @@ SCRIPTS = {
 }
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def evaluator() -> AsyncIterator[Evaluator]:
-    config = EvalConfig(device="cpu", trial_seed=7, correct_trials=2, timeout_s=30)
-    async with Evaluator(workers=2, config=config) as ev:
-        yield ev
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> object:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
+EVALUATOR_TIMEOUT_S = 30
 
 
 async def batch(out: Path, backend: ScriptedByProblem, evaluator: Evaluator,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,13 +10,6 @@ from server_harness import running, server_config
 from evaluator import EvalConfig, Evaluator
 from refine.backends.scripted import ScriptedBackend
 from server.client import AsyncClient
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 async def test_server_info_reports_the_sandbox(tokenizer: Any) -> None:

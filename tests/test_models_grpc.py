@@ -9,17 +9,14 @@ import json
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from server_harness import answer, running, server_config
-from transformers import AutoTokenizer
 
-from evaluator import EvalConfig, Evaluator
+from evaluator import Evaluator
 from protos.drkernel.v1 import optimizer_pb2 as pb
 from protos.drkernel.v1 import result_pb2 as rpb
 from refine.backends.scripted import ScriptedBackend
@@ -35,16 +32,8 @@ KERNEL = (ROOT / "examples" / "models" / "kernels" / "rms_norm.py").read_text()
 GRPC_JS = ROOT / "examples" / "grpc-js"
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def evaluator() -> AsyncIterator[Evaluator]:
-    async with Evaluator(workers=1, config=EvalConfig(device="cpu", trial_seed=7, correct_trials=2,
-                                                      timeout_s=120)) as ev:
-        yield ev
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> Any:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
+EVALUATOR_WORKERS = 1
+EVALUATOR_TIMEOUT_S = 120
 
 
 def _config() -> ServerConfig:

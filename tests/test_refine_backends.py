@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from evaluator import EvalConfig, Evaluator, Problem
 from refine import (
@@ -39,11 +39,6 @@ from refine.backends.vllm_engine import VLLMBackend
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RELU = Problem((EXAMPLES / "relu/reference.py").read_text(), "relu")
 SHORT = SamplingConfig(max_new_tokens=12, seed=0)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> Any:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 class Recording:

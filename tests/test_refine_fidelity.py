@@ -4,18 +4,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from transformers import AutoTokenizer
 
 from evaluator import (
-    EvalConfig,
     EvalResult,
-    Evaluator,
     Hack,
     HackKind,
     KernelRow,
@@ -52,18 +47,6 @@ RESPONSE_KEYS = ["status", "compiled", "correctness", "decoy_kernel", "reference
 
 def answer(code: str) -> str:
     return f"Let me think.\n```python\n{code}```\n"
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def evaluator() -> AsyncIterator[Evaluator]:
-    async with Evaluator(workers=2, config=EvalConfig(device="cpu", trial_seed=7, correct_trials=2,
-                                                      timeout_s=20)) as ev:
-        yield ev
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> Any:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 def feedback_state(message: str) -> dict[str, Any]:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from transformers import AutoTokenizer
 
-from evaluator import EvalConfig, EvalResult, Evaluator, Problem, Status
+from evaluator import EvalResult, Problem, Status
 from refine import (
     BestUpdated,
     Evaluated,
@@ -37,18 +34,6 @@ HANGS = (EXAMPLES / "broken/timeout.py").read_text()
 
 def answer(code: str) -> str:
     return f"Here is the kernel.\n```python\n{code}```\n"
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def evaluator() -> AsyncIterator[Evaluator]:
-    config = EvalConfig(device="cpu", trial_seed=7, correct_trials=2, timeout_s=20)
-    async with Evaluator(workers=2, config=config) as ev:
-        yield ev
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> object:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 async def collect(loop: Loop, deadline: float | None = None) -> list[Event]:

@@ -5,18 +5,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
-import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from server_harness import HANGS, RELU, SOLUTION, answer, running, server_config
-from transformers import AutoTokenizer
 
-from evaluator import EvalConfig, Evaluator
 from protos.drkernel.v1 import optimizer_pb2 as pb
 from refine.backends import BackendDead
 from refine.backends.scripted import ScriptedBackend
@@ -26,17 +22,7 @@ from server.client import AsyncClient, Connection
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def evaluator() -> AsyncIterator[Evaluator]:
-    """One worker: a stuck evaluation would block the next request."""
-    async with Evaluator(workers=1, config=EvalConfig(device="cpu", trial_seed=7, correct_trials=2,
-                                                      timeout_s=20)) as ev:
-        yield ev
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> object:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
+EVALUATOR_WORKERS = 1  # a stuck evaluation would block the next request
 
 
 def sample(name: str, **labels: str) -> float:

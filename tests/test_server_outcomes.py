@@ -4,17 +4,13 @@ says: against a real server on loopback."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
-import pytest_asyncio
 from prometheus_client import REGISTRY
 from server_harness import HANGS, RELU, SOLUTION, answer, running, server_config
-from transformers import AutoTokenizer
 
-from evaluator import EvalConfig, Evaluator
+from evaluator import EvalConfig
 from protos.drkernel.v1 import optimizer_pb2 as pb
 from refine.backends.scripted import ScriptedBackend
 from refine.config import LoopConfig
@@ -26,16 +22,7 @@ from server.errors import InvalidRequest
 ASYNC = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def evaluator() -> AsyncIterator[Evaluator]:
-    async with Evaluator(workers=1, config=EvalConfig(device="cpu", trial_seed=7, correct_trials=2,
-                                                      timeout_s=20)) as ev:
-        yield ev
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> object:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
+EVALUATOR_WORKERS = 1
 
 
 def sample(name: str, **labels: str) -> float:
