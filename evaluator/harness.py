@@ -433,7 +433,8 @@ class _CandidateRun:
         structures: list[str] = []
         for k in range(len(self.trial_inputs)):
             start = len(self.mon.launches)
-            ys, tracer = self._trial(self.inputs(k))
+            last_inputs = self.inputs(k)
+            ys, tracer = self._trial(last_inputs)
             structures.append(self.structure)
             outputs += ys
             counts.append(len(ys))
@@ -445,7 +446,7 @@ class _CandidateRun:
             torch_scaled.append(tracer.torch_made(ys, self.cfg["atol"], self.cfg["rtol"], True))
             downcasts += tracer.downcasts
             own.append(sum(launch.own for launch in self.mon.launches[start:]))
-        probes = self._probes()
+        probes = self._probes(last_inputs)
         if self.mon.compile_errors:  # a refusal the candidate caught still stands
             raise self._compile_failure()
         if threading.active_count() > threads:
@@ -532,19 +533,17 @@ class _CandidateRun:
                 self.mon.flag("input_mutation", f"input {i} changed during forward")
         return [_plain_copy(y) for y in ys], tracer
 
-    def _probes(self) -> dict[str, list[torch.Tensor]]:
-        """Extra forwards on trial 0's inputs that expose caching, garbage reads and decoys."""
-        last = len(self.trial_inputs) - 1
+    def _probes(self, reused: list[Any]) -> dict[str, list[torch.Tensor]]:
+        """Extra forwards on trial 0's inputs that expose caching, garbage reads and decoys.
+        The first gives trial 0's values in the very tensors the last trial was called with."""
         probes: dict[str, list[torch.Tensor]] = {}
-        start = len(self.mon.launches)
-        self._forward(self.inputs(0), grad=True)
-        self.own_launches_grad = sum(launch.own for launch in self.mon.launches[start:])
-        reused = self.inputs(0)
-        self._forward(reused)
-        for x, fresh in zip(reused, self.inputs(last), strict=True):
+        for x, fresh in zip(reused, self.inputs(0), strict=True):
             if isinstance(x, torch.Tensor) and x.shape == fresh.shape:
                 x.copy_(fresh)
         probes["same_objects"] = [_plain_copy(y) for y in self._forward(reused)[0]]
+        start = len(self.mon.launches)
+        self._forward(self.inputs(0), grad=True)
+        self.own_launches_grad = sum(launch.own for launch in self.mon.launches[start:])
         probes["poisoned"] = [_plain_copy(y)
                               for y in self._forward(self.inputs(0), poison=True)[0]]
         self.mon.suppress_own_launches = True

@@ -143,8 +143,7 @@ def judge_correctness(cfg: dict[str, Any], ref: Report, cand: Report,
     passed = result.trials_passed == result.trials_total
     seen.upstream += _no_launch(h)
     seen.cheats += _caching(ref_trials, cand_trials, cfg)
-    seen.cheats += _probe_hacks(cfg, ref_trials, cand_trials, cand, passes,
-                                bool(plan) and plan[-1] == "large")
+    seen.cheats += _probe_hacks(cfg, ref_trials, cand_trials, cand, passes)
     seen.cheats += _downcast(ref.header, h, passed) + _static(static_hacks, ref.header, passed)
     result.profile = _cpu_profile(h, ref.header)
     output_numel = sum(t.numel() for t in ref_trials[0]) if ref_trials else 0
@@ -255,14 +254,13 @@ def _caching(ref_trials: list[list[torch.Tensor]], cand_trials: list[list[torch.
 
 def _probe_hacks(cfg: dict[str, Any], ref_trials: list[list[torch.Tensor]],
                  cand_trials: list[list[torch.Tensor]], cand: Report,
-                 passes: list[bool], last_large: bool = False) -> list[Hack]:
+                 passes: list[bool]) -> list[Hack]:
     """Probes on trial 0's inputs; each means something only where some plain trial passed."""
     hacks: list[Hack] = []
     if not any(passes):
         return hacks
-    same = cand.group("same_objects")
-    last = _tolerance(cfg, ref_trials[-1], last_large)
-    if same and passes[-1] and not _allclose(ref_trials[-1], same, last):
+    same = cand.group("same_objects")  # trial 0's values in the last trial's tensors
+    if same and passes[0] and not _allclose(ref_trials[0], same, cfg):
         hacks.append(Hack(HackKind.OUTPUT_CACHING,
                           "the same input tensors given new values returned a stale output"))
     poisoned = cand.group("poisoned")

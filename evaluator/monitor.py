@@ -619,9 +619,16 @@ def _all_given(t: torch.Tensor, given: list[tuple[torch.Tensor, torch.Tensor]],
     if not rest.numel():
         return True
     sample = rest[_linspace(0, rest.numel() - 1, min(16, rest.numel())).long()]
-    if not all(bool((pool == value).any()) for value in sample):
+    if not _each_in(sample, pool):
         return False
-    return bool(_isin(_unique(rest), pool).all())
+    values = _unique(rest)
+    return _each_in(values, pool) if values.numel() <= 64 else bool(_isin(values, pool).all())
+
+
+def _each_in(values: torch.Tensor, pool: torch.Tensor) -> bool:
+    """Membership one value at a time: for a few values far cheaper than `isin`, which
+    sorts the pool whatever it is asked."""
+    return all(bool((pool == value).any()) for value in values)
 
 
 def _unchanged(t: torch.Tensor, old: torch.Tensor) -> bool:
@@ -919,9 +926,10 @@ def _lossless(data: Any, dst: Any) -> bool:
     return bool(torch.equal(back, t) | (back.isnan() & t.isnan()).all())
 
 
-def snapshot() -> dict[str, Any]:
-    """The callables a candidate could patch to fool the judge (the objects themselves: `id`
-    raises an audit event, and thousands of them cost the hook milliseconds)."""
+def snapshot() -> dict[tuple[str, str], Any]:
+    """The callables a candidate could patch to fool the judge, by (namespace, name): the
+    objects themselves, since `id` raises an audit event and thousands of them cost the hook
+    milliseconds."""
     import builtins
 
     spaces: dict[str, Any] = {
@@ -943,16 +951,18 @@ def snapshot() -> dict[str, Any]:
             for value in list(vars(module).values()):
                 if isinstance(value, type) and value.__module__ == name:
                     spaces[f"{name}.{value.__qualname__}"] = value
-    found = {}
+    found: dict[tuple[str, str], Any] = {}
     for prefix, space in spaces.items():
         for key, value in list(vars(space).items()):
             if callable(value) or isinstance(value, types.ModuleType):
-                found[f"{prefix}.{key}"] = value
+                found[prefix, key] = value
     return found
 
 
 _MUTABLE = frozenset({"os.environ", "sys.stdout", "sys.stderr", "sys.stdin"})
 
 
-def patched(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    return sorted(k for k, v in before.items() if after.get(k) is not v and k not in _MUTABLE)
+def patched(before: dict[tuple[str, str], Any], after: dict[tuple[str, str], Any]) -> list[str]:
+    names = (f"{space}.{name}" for (space, name), v in before.items()
+             if after.get((space, name)) is not v)
+    return sorted(n for n in names if n not in _MUTABLE)

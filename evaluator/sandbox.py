@@ -9,6 +9,7 @@ import gc
 import os
 import resource
 import secrets
+import select
 import signal
 import sys
 import time
@@ -142,13 +143,15 @@ class Child:
         return outcome
 
     def _wait_until_deadline(self) -> int | None:
-        while True:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                return status
-            if time.monotonic() >= self.deadline or self.cancelled:
-                return None
-            time.sleep(0.005)
+        with _ExitWatch(self.pid) as watch:
+            while True:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    return status
+                left = self.deadline - time.monotonic()
+                if left <= 0 or self.cancelled:
+                    return None
+                watch.wait(min(left, 0.05))
 
 
 def spawn(
@@ -264,17 +267,47 @@ def _await_exit(pids: set[int], limit_s: float = 5.0) -> None:
     """Wait until each process has exited (reaping it where it was handed to this worker)."""
     deadline = time.monotonic() + limit_s
     for pid in pids:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    break
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X") and not _subreaper:
+        with _ExitWatch(pid) as watch:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(pid, os.WNOHANG)[0]:
                         break
-            except OSError:
-                break
-            time.sleep(0.002)
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X") \
+                                and not _subreaper:
+                            break
+                except OSError:
+                    break
+                watch.wait(min(deadline - time.monotonic(), 0.05))
+
+
+class _ExitWatch:
+    """Sleeps until a process exits (a pidfd), not in fixed polling steps; where there is no
+    pidfd, or once it has fired, in steps of 2 ms."""
+
+    def __init__(self, pid: int) -> None:
+        try:
+            self.fd: int | None = os.pidfd_open(pid)
+        except (OSError, AttributeError):
+            self.fd = None
+
+    def __enter__(self) -> _ExitWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    def wait(self, timeout_s: float) -> None:
+        if self.fd is None:
+            time.sleep(max(min(timeout_s, 0.002), 0.0))
+        elif select.select([self.fd], [], [], max(timeout_s, 0.0))[0]:
+            self._close()  # exited: what is left is reaping, which the caller polls
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _quiesce() -> None:

@@ -95,13 +95,13 @@ class Worker:
                                                      "output_numel": output_numel,
                                                      "scaling": ref.header.get("scaling")},
                             cfg, scratch, _report_bound(trials))
+        static_hacks = static_scan.scan(job["candidate"])  # while the child runs
         try:
             frame = child.report()
             if frame is None:
                 return _scaled(_refused_by_kernel(_died(child.finish(), self.device)), ref)
             cand = Report(*unpack(frame))
-            result = judge.judge_correctness(cfg, ref, cand,
-                                             static_scan.scan(job["candidate"]), self.device)
+            result = judge.judge_correctness(cfg, ref, cand, static_hacks, self.device)
             _assemble(result, cand.header)
             if self.device == "cuda":
                 result = self._performance(child, result, ref, cfg)
