@@ -535,17 +535,18 @@ class _CandidateRun:
 
     def _probes(self, reused: list[Any]) -> dict[str, list[torch.Tensor]]:
         """Extra forwards on trial 0's inputs that expose caching, garbage reads and decoys.
-        The first gives trial 0's values in the very tensors the last trial was called with."""
+        The first gives trial 0's values in the very tensors the last trial was called with;
+        the second, with fresh allocations poisoned, is also KernelGYM's grad-mode pass (a
+        candidate whose kernels run only without grad is a decoy there anyway)."""
         probes: dict[str, list[torch.Tensor]] = {}
         for x, fresh in zip(reused, self.inputs(0), strict=True):
             if isinstance(x, torch.Tensor) and x.shape == fresh.shape:
                 x.copy_(fresh)
         probes["same_objects"] = [_plain_copy(y) for y in self._forward(reused)[0]]
         start = len(self.mon.launches)
-        self._forward(self.inputs(0), grad=True)
+        poisoned = self._forward(self.inputs(0), poison=True, grad=True)[0]
         self.own_launches_grad = sum(launch.own for launch in self.mon.launches[start:])
-        probes["poisoned"] = [_plain_copy(y)
-                              for y in self._forward(self.inputs(0), poison=True)[0]]
+        probes["poisoned"] = [_plain_copy(y) for y in poisoned]
         self.mon.suppress_own_launches = True
         try:
             ghost = self._forward(self.inputs(self.ghost_trial), poison=True)[0]
