@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import os
 import shutil
 import statistics
 import subprocess
@@ -41,14 +42,18 @@ def fresh_import_s() -> float:
     return time.perf_counter() - start
 
 
-def compile_check_s(runs: int = 5) -> float:
-    """Median time of the sm_90 compile check of the example's kernel (TTIR to PTX, as a
-    cpu child does it; ptxas runs in the worker and is cached per PTX)."""
+def _solution() -> Any:
     spec = importlib.util.spec_from_file_location("relu_solution", RELU / "solution.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    kernel = InterpretedFunction(module.relu_kernel.fn)
+    return module
+
+
+def compile_check_s(runs: int = 5) -> float:
+    """Median time of the sm_90 compile check of the example's kernel (TTIR to PTX, as a
+    cpu child does it; ptxas runs in the worker and is cached per PTX)."""
+    kernel = InterpretedFunction(_solution().relu_kernel.fn)
     x = torch.rand(16, 1024)
     args, times = (x, torch.empty_like(x), x.numel()), []
     for _ in range(runs + 1):
@@ -56,6 +61,16 @@ def compile_check_s(runs: int = 5) -> float:
         GpuCompiler(assemble_here=False).check(kernel, args, {"BLOCK_SIZE": 1024})
         times.append(time.perf_counter() - start)
     return statistics.median(times[1:])
+
+
+def forward_ms() -> tuple[float, float]:
+    """`bench/forward_cost.py` in a fresh interpreter (the monitor's audit hook cannot be
+    removed from a process)."""
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("forward_cost.py"))],
+                          check=True, capture_output=True, text=True,
+                          env={**os.environ, "TRITON_INTERPRET": "1"})
+    plain, watched = done.stdout.split()[-2:]
+    return float(plain), float(watched)
 
 
 def _report(chan: Channel, job: dict[str, Any]) -> None:
@@ -135,6 +150,9 @@ async def main() -> None:
     for workers in (1, 2):
         rate = await per_minute(problem, candidate, workers)
         print(f"evaluations per minute, {workers} worker(s): {rate:8.0f}")
+    plain, watched = forward_ms()
+    print(f"one forward under the interpreter: {plain:6.1f} ms plain, {watched:6.1f} ms under "
+          "the monitor, CUDA emulation and op tracer")
 
 
 if __name__ == "__main__":
