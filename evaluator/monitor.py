@@ -30,6 +30,7 @@ import triton
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from evaluator.gpu_compile import GpuCompileError, GpuCompiler
+from evaluator.tracer_guard import Kept
 from evaluator.work import GLUE_OPS, op_cost, tensors_in
 
 
@@ -454,7 +455,7 @@ class OpTracer(TorchDispatchMode):
         self.from_triton: set[int] = set()
         """Storages the candidate's own kernels wrote results of their own into, and what
         torch computed from them."""
-        self.torch_only: list[tuple[str, torch.Tensor]] = []
+        self.torch_only = Kept(_KEPT_OUTPUTS * max(output_numel, 1))
         """Copies of what torch computed from the inputs with no kernel's data, output-sized or
         smaller, newest last."""
         self.forward = False
@@ -573,13 +574,7 @@ class OpTracer(TorchDispatchMode):
     def _keep(self, name: str, outs: list[torch.Tensor]) -> None:
         for t in outs:
             if 0 < t.numel() <= max(self.output_numel, 1) and not t.is_complex():
-                self.torch_only.append((name, t.detach().clone()))
-        kept = 0
-        for i in range(len(self.torch_only) - 1, -1, -1):
-            kept += self.torch_only[i][1].numel()
-            if kept > _KEPT_OUTPUTS * max(self.output_numel, 1):
-                del self.torch_only[: i + 1]
-                break
+                self.torch_only.keep(name, t.detach().clone())
 
     def torch_made(self, outputs: list[torch.Tensor], atol: float, rtol: float,
                    scaled: bool = False) -> str:

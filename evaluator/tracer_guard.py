@@ -47,6 +47,43 @@ def _entry(key: Any, value: Any) -> bytes:
     return f"{key!r}\0{value!r}\n".encode()
 
 
+class Kept(list[tuple[str, torch.Tensor]]):
+    """The torch results the tracer keeps (op name, copy), newest last, at most `budget`
+    elements in all, to recognise an output that is one of them. Every keep is logged and
+    hashed, each copy by its bytes, and the oldest are dropped by a rule the judge replays, so
+    a result removed or rewritten shows as in a witnessed record."""
+
+    __slots__ = ("budget", "log", "witness")
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.log: list[tuple[str, bytes, int]] = []
+        self.witness = hashlib.sha256()
+        self.budget = budget
+
+    def keep(self, name: str, t: torch.Tensor) -> None:
+        entry = (name, _digest(t), t.numel())
+        self.log.append(entry)
+        self.witness.update(_entry(name, entry[1:]))
+        super().append((name, t))
+        del self[:_over_budget([kept.numel() for _, kept in self], self.budget)]
+
+
+def _over_budget(numels: list[int], budget: int) -> int:
+    """How many of the oldest to drop so that the newest left hold at most `budget`."""
+    total = 0
+    for i in range(len(numels) - 1, -1, -1):
+        total += numels[i]
+        if total > budget:
+            return i + 1
+    return 0
+
+
+def _digest(t: torch.Tensor) -> bytes:
+    flat = t.detach().reshape(-1).contiguous().view(torch.uint8)
+    return hashlib.sha256(flat.cpu().numpy().tobytes()).digest()
+
+
 @dataclass
 class Guard:
     """What the judge holds while one traced call runs."""
@@ -54,6 +91,8 @@ class Guard:
     tracer: Any
     records: dict[str, tuple[Recorded, Any]] = field(default_factory=dict)
     """Record name -> (the record, its hash object)."""
+    kept: tuple[Kept, Any, int] | None = None
+    """The tracer's kept results, their hash object and their budget."""
     closing: bool = False
     """Set by the judge just before its own `with` block leaves the tracer."""
     stray_exits: int = 0
@@ -67,6 +106,8 @@ class Guard:
             problem = _tampered(name, getattr(self.tracer, name, None), record, witness)
             if problem:
                 return problem
+        if self.kept is not None:
+            return _kept_tampered(getattr(self.tracer, "torch_only", None), *self.kept)
         return ""
 
 
@@ -80,6 +121,9 @@ def guard(tracer: Any) -> Guard:
             record = Recorded(current)
             setattr(tracer, name, record)
             held.records[name] = (record, record.witness)
+    kept = getattr(tracer, "torch_only", None)
+    if isinstance(kept, Kept) and _type(kept) is Kept:
+        held.kept = (kept, kept.witness, kept.budget)
     return held
 
 
@@ -122,4 +166,23 @@ def _tampered(name: str, current: Any, record: Recorded, witness: Any) -> str:
         return f"the judge's op record `{name}` was rewritten"
     if dict(record.items()) != seen:
         return f"the judge's op record `{name}` was cleared or changed behind its back"
+    return ""
+
+
+def _kept_tampered(current: Any, kept: Kept, witness: Any, budget: int) -> str:
+    if current is not kept or _type(kept) is not Kept or kept.witness is not witness:
+        return "the judge's kept torch results were replaced"
+    replay = hashlib.sha256()
+    expected: list[tuple[str, bytes, int]] = []
+    for name, digest, numel in list(kept.log):
+        replay.update(_entry(name, (digest, numel)))
+        expected.append((name, digest, numel))
+        del expected[:_over_budget([n for _, _, n in expected], budget)]
+    if replay.digest() != witness.digest():
+        return "the judge's kept torch results were rewritten"
+    now = list.copy(kept)
+    if len(now) != len(expected) or any(
+            name != want[0] or _digest(t) != want[1]
+            for (name, t), want in zip(now, expected, strict=True)):
+        return "the judge's kept torch results were changed behind its back"
     return ""

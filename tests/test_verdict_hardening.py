@@ -137,6 +137,46 @@ def test_tampered_records_are_told_apart(traced_relu: tuple[OpTracer, tracer_gua
     assert problem in held.check()
 
 
+@pytest.mark.parametrize("tamper, problem", [
+    (lambda t: list.clear(t.torch_only), "changed behind its back"),
+    (lambda t: t.torch_only[-1][1].zero_(), "changed behind its back"),
+    (lambda t: t.torch_only.pop(0), "changed behind its back"),
+    (lambda t: t.torch_only.log.clear(), "rewritten"),
+    (lambda t: setattr(t, "torch_only", []), "replaced"),
+], ids=["list.clear", "zeroed", "popped", "log cleared", "replaced"])
+def test_kept_torch_results_are_witnessed(tamper: Any, problem: str) -> None:
+    """What `torch_made` compares outputs with (torch's own results) cannot be hidden either."""
+    tracer = OpTracer(output_numel=8)
+    held = tracer_guard.guard(tracer)
+    with tracer:
+        torch.relu(torch.randn(8) * 2)
+        tamper(tracer)
+        held.closing = True
+    assert problem in held.check()
+
+
+def test_kept_torch_results_cannot_be_dropped_through_their_budget() -> None:
+    tracer = OpTracer(output_numel=8)
+    held = tracer_guard.guard(tracer)
+    with tracer:
+        torch.relu(torch.randn(8) * 2)
+        tracer.torch_only.budget = 1  # the next keep would drop every result
+        torch.sigmoid(torch.randn(8) * 2)
+        held.closing = True
+    assert "changed behind its back" in held.check()
+
+
+def test_kept_torch_results_trimmed_by_the_judge_pass() -> None:
+    tracer = OpTracer(output_numel=8)
+    held = tracer_guard.guard(tracer)
+    with tracer:
+        x = torch.randn(8)
+        for _ in range(40):  # more than the tracer keeps: it trims the oldest
+            x = torch.sigmoid(x)
+        held.closing = True
+    assert 0 < len(tracer.torch_only) < 40 and held.check() == ""
+
+
 def test_a_tracer_exited_and_entered_again_is_told_apart() -> None:
     tracer = OpTracer()
     held = tracer_guard.guard(tracer)
