@@ -224,7 +224,7 @@ def unjoined() -> bool:
 
 def _synchronize(device: Any = None) -> None:
     for stream in _streams:
-        stream.joined = stream.issued
+        stream.synchronize()
 
 
 _streams: weakref.WeakSet[Stream] = weakref.WeakSet()

@@ -83,10 +83,11 @@ class _Seen:
 
 def _settle(result: EvalResult, seen: _Seen, policy: str) -> None:
     base, before = result.status, result.policy_statuses  # before: the correctness phase's
-    result.policy_statuses = {p: Status.HACKED if seen.settle(p)[0] else before.get(p, base)
-                              for p in POLICIES}
+    settled: dict[str, tuple[list[Hack], list[Hack]]] = {p: seen.settle(p) for p in POLICIES}
+    result.policy_statuses = {p: Status.HACKED if failing else before.get(p, base)
+                              for p, (failing, _) in settled.items()}
     result.policy = policy
-    result.hacks, result.findings = seen.settle(policy)
+    result.hacks, result.findings = settled[policy]
     if result.hacks:
         result.status, result.correct = Status.HACKED, False
 

@@ -85,10 +85,10 @@ class Worker:
             "reference_path": _write(scratch, "reference.py", job["reference"]),
             "candidate_path": _write(scratch, "candidate.py", job["candidate"]),
         }
+        problem = _reference_key(job["reference"], cfg, self.device, None)
         base = {**paths, "config": cfg, "device": self.device, "reference": job["reference"],
-                "candidate": job["candidate"],
-                "trial_seed": self._trial_seed(job["reference"], cfg)}
-        ref = self._reference(job, base, scratch)
+                "candidate": job["candidate"], "trial_seed": self._trial_seed(problem, cfg)}
+        ref = self._reference(job, base, scratch, problem)
         trials = ref.split(ref.header["counts"])
         output_numel = sum(t.numel() for t in trials[0])
         child = self._spawn(harness.candidate_main, {**base, "plan": ref.header["plan"],
@@ -124,7 +124,7 @@ class Worker:
             return _died(child.finish(), self.device)
         return judge.add_performance(result, ref, Report(*unpack(frame)), cfg)
 
-    def _trial_seed(self, reference: str, cfg: dict[str, Any]) -> int:
+    def _trial_seed(self, problem: str, cfg: dict[str, Any]) -> int:
         """KernelGYM's seed under `kernelgym`; elsewhere a secret one drawn by this worker
         for the problem (unless the config names one), so no candidate can compute the trials'
         inputs in advance. It is kept with the problem's cached reference run: children share
@@ -133,26 +133,27 @@ class Worker:
             return int(cfg["trial_seed"])
         if cfg.get("policy") == "kernelgym":
             return int(cfg["seed"])
-        key = _reference_key(reference, cfg, self.device, None)
-        if key not in self.seeds:
-            self.seeds[key] = secrets.randbelow(2**31 - 1)
+        if problem not in self.seeds:
+            self.seeds[problem] = secrets.randbelow(2**31 - 1)
             while len(self.seeds) > _REFERENCE_CACHE_SIZE:
                 self.seeds.popitem(last=False)
-        self.seeds.move_to_end(key)
-        return self.seeds[key]
+        self.seeds.move_to_end(problem)
+        return self.seeds[problem]
 
-    def _reference(self, job: dict[str, Any], base: dict[str, Any], scratch: str) -> Report:
+    def _reference(self, job: dict[str, Any], base: dict[str, Any], scratch: str,
+                   problem: str) -> Report:
+        """The reference's run for these trial inputs, cached; `problem` is the key of the
+        problem without its seed (inputs change with each seed, their shapes and so the
+        reference's timing do not)."""
         cfg = base["config"]
         key = _reference_key(job["reference"], cfg, self.device, base["trial_seed"])
-        # Inputs change with each evaluation's seed, their shapes (and so the timing) do not.
-        timing_key = _reference_key(job["reference"], cfg, self.device, None)
         if job.get("fresh_reference"):
             self.references.pop(key, None)
-            self.ref_timings.pop(timing_key, None)
+            self.ref_timings.pop(problem, None)
         if key in self.references:
             self.references.move_to_end(key)
             return self.references[key]
-        timed = self.ref_timings.get(timing_key)
+        timed = self.ref_timings.get(problem)
         child = self._spawn(harness.reference_main,
                             {**base, "time": self.device == "cuda" and timed is None},
                             cfg, scratch, cfg["memory_mb"] << 20)
@@ -174,7 +175,7 @@ class Worker:
         if not report.header["ok"]:
             raise ProblemFailed(report.header["error"])
         if "timing" in report.header:
-            self.ref_timings[timing_key] = report.header["timing"]
+            self.ref_timings[problem] = report.header["timing"]
             while len(self.ref_timings) > _REFERENCE_CACHE_SIZE:
                 self.ref_timings.pop(next(iter(self.ref_timings)))
         elif timed is not None:
@@ -215,8 +216,6 @@ def _assemble(result: EvalResult, header: dict[str, Any]) -> None:
     counts = gpu_compile.assemble_all([ptx[k.name][:gpu_compile.MAX_PTX_CHARS] for k in todo])
     for kernel, (registers, spills) in zip(todo, counts, strict=True):
         kernel.registers, kernel.spill_bytes = registers, spills
-
-
 
 
 def _reference_key(source: str, cfg: dict[str, Any], device: str,

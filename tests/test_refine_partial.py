@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from server_harness import RELU, SOLUTION, WRONG, answer, running
-from transformers import AutoTokenizer
 
-from evaluator import EvalConfig, Evaluator, Problem
+from evaluator import Problem
 from refine import Finished, Loop, LoopConfig
 from refine.backends import BackendError
 from refine.backends.scripted import ScriptedBackend
@@ -34,18 +31,6 @@ from server.commands import optimize
 module_loop = pytest.mark.asyncio(loop_scope="module")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAILURE = "the endpoint answered 502: upstream connect error"
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def evaluator() -> AsyncIterator[Evaluator]:
-    async with Evaluator(workers=2, config=EvalConfig(device="cpu", trial_seed=7, correct_trials=2,
-                                                      timeout_s=20)) as ev:
-        yield ev
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> Any:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 def failing_on_turn_3(tokenizer: Any) -> ScriptedBackend:

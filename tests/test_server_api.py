@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import grpc
 import pytest
-import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from server_harness import RELU, SOLUTION, WRONG, answer, running, server_config
-from transformers import AutoTokenizer
 
-from evaluator import EvalConfig, Evaluator, Status
+from evaluator import Status
 from protos.drkernel.v1 import optimizer_pb2 as pb
 from protos.drkernel.v1 import result_pb2 as rpb
 from refine.backends.scripted import ScriptedBackend
@@ -23,18 +18,6 @@ from server.config import ModelConfig
 from server.mapping import result_from_proto
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def evaluator() -> AsyncIterator[Evaluator]:
-    async with Evaluator(workers=2, config=EvalConfig(device="cpu", trial_seed=7, correct_trials=2,
-                                                      timeout_s=20)) as ev:
-        yield ev
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> object:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 def target(server: object) -> str:
